@@ -1,0 +1,188 @@
+"""Parse and validate ``dataset.json``: nnU-Net v2's keys plus glmil_auto's outcome keys.
+
+nnU-Net keys (so nnU-Net can read the same folder): ``channel_names``, ``labels``,
+``numTraining``, ``file_ending``. glmil_auto adds ``case_column``, ``group_column``,
+``lesion_labels``, ``clinical_features`` and ``endpoints``; see documentation/raw_dataset_format.md.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from glmil_auto.dataset.problems import DatasetError, Problem, error, raise_if_errors
+
+DATASET_JSON = "dataset.json"
+CLINICAL_FEATURE_TYPES = ("numeric", "binary", "categorical")
+ENDPOINT_TYPES = ("binary", "survival")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A declared outcome. Binary: column ``name``. Survival: columns ``time`` and ``event``."""
+
+    name: str
+    type: str
+    time: str | None = None
+    event: str | None = None
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return (self.name,) if self.type == "binary" else (self.time, self.event)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """The typed content of ``dataset.json``."""
+
+    channel_names: dict[int, str]
+    labels: dict[str, int]
+    num_training: int
+    file_ending: str
+    case_column: str = "case_id"
+    group_column: str | None = None
+    lesion_labels: tuple[int, ...] = ()
+    clinical_features: dict[str, str] = field(default_factory=dict)
+    endpoints: dict[str, Endpoint] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def num_channels(self) -> int:
+        return len(self.channel_names)
+
+    @property
+    def binary_endpoints(self) -> list[str]:
+        return [n for n, e in self.endpoints.items() if e.type == "binary"]
+
+    @property
+    def survival_endpoints(self) -> list[str]:
+        return [n for n, e in self.endpoints.items() if e.type == "survival"]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def validate_dataset_json(content: Any, file: str = DATASET_JSON) -> list[Problem]:
+    """Every problem with a parsed ``dataset.json`` (an empty list when it is valid)."""
+    if not isinstance(content, dict):
+        return [error("dataset.json must hold a JSON object", file=file)]
+    problems: list[Problem] = []
+
+    def bad(message: str) -> None:
+        problems.append(error(message, file=file))
+
+    for key in ("channel_names", "labels", "numTraining", "file_ending"):
+        if key not in content:
+            bad(f"required key '{key}' is missing")
+
+    channels = content.get("channel_names")
+    if channels is not None:
+        if not isinstance(channels, dict) or not channels:
+            bad("'channel_names' must be a non-empty object like {\"0\": \"T1c\"}")
+        else:
+            keys = list(channels)
+            if not all(isinstance(k, str) and k.isdigit() for k in keys):
+                bad(f"'channel_names' keys must be channel indices as strings, got {keys}")
+            elif sorted(int(k) for k in keys) != list(range(len(keys))):
+                bad(f"'channel_names' keys must be 0..{len(keys) - 1} without gaps, got {keys}")
+            if not all(isinstance(v, str) and v for v in channels.values()):
+                bad("'channel_names' values must be non-empty strings")
+
+    labels = content.get("labels")
+    if labels is not None:
+        if not isinstance(labels, dict) or not labels:
+            bad("'labels' must be a non-empty object like {\"background\": 0, \"metastasis\": 1}")
+        elif not all(_is_int(v) and v >= 0 for v in labels.values()):
+            bad(f"'labels' values must be non-negative integers, got {list(labels.values())}")
+        else:
+            if 0 not in labels.values():
+                bad("'labels' must declare the background as 0")
+            if len(set(labels.values())) != len(labels):
+                bad("'labels' values must be unique (region-based labels are not supported)")
+
+    num_training = content.get("numTraining")
+    if num_training is not None and not (_is_int(num_training) and num_training >= 0):
+        bad(f"'numTraining' must be a non-negative integer, got {num_training!r}")
+
+    file_ending = content.get("file_ending")
+    if file_ending is not None and not (isinstance(file_ending, str) and file_ending.startswith(".")):
+        bad(f"'file_ending' must be a string starting with '.', got {file_ending!r}")
+
+    for key in ("case_column", "group_column"):
+        if key in content and content[key] is not None and not (
+            isinstance(content[key], str) and content[key]
+        ):
+            bad(f"'{key}' must be a non-empty string (a column of the clinical table)")
+
+    lesion_labels = content.get("lesion_labels")
+    if lesion_labels is not None:
+        if not isinstance(lesion_labels, list) or not all(_is_int(v) and v > 0 for v in lesion_labels):
+            bad(f"'lesion_labels' must be a list of positive integers, got {lesion_labels!r}")
+        elif isinstance(labels, dict):
+            undeclared = sorted(set(lesion_labels) - set(labels.values()))
+            if undeclared:
+                bad(f"'lesion_labels' {undeclared} are not declared in 'labels'")
+
+    features = content.get("clinical_features", {})
+    if not isinstance(features, dict):
+        bad("'clinical_features' must be an object mapping column -> numeric|binary|categorical")
+    else:
+        for name, kind in features.items():
+            if kind not in CLINICAL_FEATURE_TYPES:
+                bad(f"clinical feature '{name}' has type {kind!r}; use one of {list(CLINICAL_FEATURE_TYPES)}")
+
+    endpoints = content.get("endpoints", {})
+    if not isinstance(endpoints, dict):
+        bad("'endpoints' must be an object mapping endpoint name -> {\"type\": ...}")
+    else:
+        for name, declaration in endpoints.items():
+            if not isinstance(declaration, dict) or declaration.get("type") not in ENDPOINT_TYPES:
+                bad(f"endpoint '{name}' must be an object with \"type\" in {list(ENDPOINT_TYPES)}")
+                continue
+            if declaration["type"] == "survival":
+                for key in ("time", "event"):
+                    if not (isinstance(declaration.get(key), str) and declaration[key]):
+                        bad(f"survival endpoint '{name}' needs a column name in \"{key}\"")
+            if isinstance(features, dict) and name in features:
+                bad(f"'{name}' is declared both as a clinical feature and as an endpoint")
+    return problems
+
+
+def spec_from_dict(content: dict[str, Any], file: str = DATASET_JSON) -> DatasetSpec:
+    """Build a :class:`DatasetSpec`, raising :class:`DatasetError` with every problem found."""
+    raise_if_errors(validate_dataset_json(content, file))
+    labels = dict(content["labels"])
+    lesion_labels = content.get("lesion_labels")
+    if lesion_labels is None:
+        lesion_labels = [v for v in labels.values() if v != 0]
+    endpoints = {
+        name: Endpoint(name, d["type"], d.get("time"), d.get("event"))
+        for name, d in content.get("endpoints", {}).items()
+    }
+    return DatasetSpec(
+        channel_names={int(k): v for k, v in sorted(content["channel_names"].items(), key=lambda kv: int(kv[0]))},
+        labels=labels,
+        num_training=int(content["numTraining"]),
+        file_ending=content["file_ending"],
+        case_column=content.get("case_column") or "case_id",
+        group_column=content.get("group_column"),
+        lesion_labels=tuple(sorted(lesion_labels)),
+        clinical_features=dict(content.get("clinical_features", {})),
+        endpoints=endpoints,
+        raw=dict(content),
+    )
+
+
+def load_dataset_json(dataset_folder: str | Path) -> DatasetSpec:
+    """Read and validate ``<dataset_folder>/dataset.json``."""
+    path = Path(dataset_folder) / DATASET_JSON
+    if not path.is_file():
+        raise DatasetError(error(f"{DATASET_JSON} not found in {Path(dataset_folder)}", file=str(path)))
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DatasetError(error(f"not valid JSON: {exc}", file=str(path))) from exc
+    return spec_from_dict(content, file=str(path))

@@ -1,0 +1,42 @@
+"""Packaging for glmil_auto: self-configuring outcome prediction from medical images."""
+from setuptools import find_packages, setup
+
+setup(
+    name="glmil_auto",
+    version="0.1.0",
+    description=(
+        "Self-configuring GL-MIL MoE (global-to-local multiple-instance-learning mixture of "
+        "experts) for outcome prediction from medical images, in the style of nnU-Net."
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["glmil_auto", "glmil_auto.*"]),
+    install_requires=[
+        # torch is deliberately a range: on a CPU-only machine install the CPU build first
+        # (the Makefile does), a satisfied range then installs nothing more.
+        "torch>=2.1",
+        "numpy>=1.24",
+        "scipy>=1.10",
+        "SimpleITK>=2.2",
+        # SimpleITK zero-fills truncated NIfTI files and turns NaN/inf into 0 when reading;
+        # nibabel reads the stored bytes exactly, so the integrity checks use it.
+        "nibabel>=4.0",
+        "pandas>=1.5",
+        "scikit-learn>=1.2",
+        "scikit-survival>=0.22",
+        "batchgenerators>=0.25",
+        "acvl-utils>=0.2",
+        "blosc2>=2.5",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "pytest-xdist>=3", "lifelines>=0.27"],
+    },
+    entry_points={
+        "console_scripts": [
+            "glmil_verify_dataset=glmil_auto.dataset.entry_points:verify_dataset_entry",
+            "glmil_generate_synthetic=glmil_auto.synthetic.entry_points:generate_synthetic_entry",
+        ],
+    },
+)
