@@ -25,7 +25,7 @@ $(INSTALLED): setup.py | $(PYTHON)
 install: $(INSTALLED)
 
 demo: $(INSTALLED)
-	$(PYTHON) dataset_conversion/Dataset001_SynthBrainMets.py --demo -np $(NP) --overwrite
+	$(PYTHON) dataset_conversion/Dataset001_SynthBrainMets.py -np $(NP) --overwrite
 	$(BIN)/glmil_verify_dataset -d 1 -np $(NP)
 
 test: $(INSTALLED)

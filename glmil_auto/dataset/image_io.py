@@ -16,6 +16,7 @@ import SimpleITK as sitk
 
 from glmil_auto.dataset.nifti_integrity import is_nifti, truncation_reason
 from glmil_auto.dataset.problems import DatasetError, error
+from glmil_auto.utilities.atomic_files import atomic_path
 
 
 @dataclass(frozen=True)
@@ -60,17 +61,20 @@ class Geometry:
         image.SetDirection(self.direction)
         return image
 
+    @property
+    def matrix(self) -> np.ndarray:
+        """3x3 ``direction @ diag(spacing)``: a continuous (x, y, z) index step -> world offset in mm."""
+        return np.asarray(self.direction, dtype=float).reshape(3, 3) * np.asarray(self.spacing, dtype=float)[None, :]
+
     def index_to_world(self, index_zyx: np.ndarray) -> np.ndarray:
         """World (x, y, z) mm of continuous voxel indices given as ``(..., 3)`` in ``(z, y, x)`` order."""
         index_xyz = np.asarray(index_zyx, dtype=float)[..., ::-1]
-        matrix = np.asarray(self.direction).reshape(3, 3) * np.asarray(self.spacing)[None, :]
-        return index_xyz @ matrix.T + np.asarray(self.origin)
+        return index_xyz @ self.matrix.T + np.asarray(self.origin)
 
     def world_to_index(self, world_xyz: np.ndarray) -> np.ndarray:
         """Continuous ``(z, y, x)`` voxel indices of world points ``(..., 3)`` given in ``(x, y, z)`` mm."""
-        matrix = np.asarray(self.direction).reshape(3, 3) * np.asarray(self.spacing)[None, :]
-        index_xyz = (np.asarray(world_xyz, dtype=float) - np.asarray(self.origin)) @ np.linalg.inv(matrix).T
-        return index_xyz[..., ::-1]
+        offset = np.asarray(world_xyz, dtype=float) - np.asarray(self.origin)
+        return (offset @ np.linalg.inv(self.matrix).T)[..., ::-1]
 
 
 def geometry_mismatches(
@@ -143,9 +147,5 @@ def write_image(array: np.ndarray, geometry: Geometry, path: str | Path) -> None
     if array.dtype == bool:
         array = array.astype(np.uint8)
     image = geometry.apply_to(sitk.GetImageFromArray(array))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # the suffix must stay the image extension so SimpleITK picks the right writer
-    temporary = path.with_name(f".tmp_{path.name}")
-    sitk.WriteImage(image, str(temporary), useCompression=True)
-    temporary.replace(path)
+    with atomic_path(path) as temporary:
+        sitk.WriteImage(image, str(temporary), useCompression=True)
