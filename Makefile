@@ -27,6 +27,7 @@ install: $(INSTALLED)
 demo: $(INSTALLED)
 	$(PYTHON) dataset_conversion/Dataset001_SynthBrainMets.py -np $(NP) --overwrite
 	$(BIN)/glmil_verify_dataset -d 1 -np $(NP)
+	$(BIN)/glmil_plan_and_preprocess -d 1 -np $(NP)
 
 test: $(INSTALLED)
 	$(PYTHON) -m pytest $(PYTEST_ARGS)

@@ -37,6 +37,10 @@ setup(
         "console_scripts": [
             "glmil_verify_dataset=glmil_auto.dataset.entry_points:verify_dataset_entry",
             "glmil_generate_synthetic=glmil_auto.synthetic.entry_points:generate_synthetic_entry",
+            "glmil_extract_fingerprint=glmil_auto.experiment_planning.fingerprint.entry_points:extract_fingerprint_entry",
+            "glmil_plan_experiment=glmil_auto.experiment_planning.plan_entry_points:plan_experiment_entry",
+            "glmil_preprocess=glmil_auto.preprocessing.entry_points:preprocess_entry",
+            "glmil_plan_and_preprocess=glmil_auto.preprocessing.entry_points:plan_and_preprocess_entry",
         ],
     },
 )

@@ -6,13 +6,14 @@ nibabel reads the stored bytes exactly and raises on a truncated stream, so it i
 independent reader (a well-kept library instead of a hand-written NIfTI parser).
 
 Two levels:
-- :func:`truncation_reason` is cheap (header + file size or the gzip trailer) and runs on every
+- :func:`truncation_reason` is cheap (the header's first bytes + file size or the gzip trailer) and runs on every
   read in :func:`glmil_auto.dataset.image_io.read_image`;
 - :func:`count_nonfinite_voxels` decodes the whole file and is used by the verifier.
 """
 
 from __future__ import annotations
 
+import gzip
 import os
 import struct
 from pathlib import Path
@@ -27,9 +28,33 @@ def is_nifti(path: str | Path) -> bool:
     return str(path).lower().endswith(NIFTI_SUFFIXES)
 
 
-def _expected_stream_size(header) -> int:
-    n_voxels = int(np.prod(header.get_data_shape(), dtype=np.int64))
-    return int(header.get_data_offset()) + n_voxels * header.get_data_dtype().itemsize
+def _expected_stream_size(path: Path) -> int:
+    """Bytes of header + data that the NIfTI-1/2 header promises (vox_offset + voxels x bitpix/8).
+
+    Parsed from the first bytes directly: an order of magnitude faster than building nibabel's
+    full header object, and this runs on every read.
+    """
+    opener = gzip.open if str(path).lower().endswith(".gz") else open
+    with opener(path, "rb") as f:
+        head = f.read(544)
+    for endian in "<>":
+        size = struct.unpack(endian + "i", head[:4])[0] if len(head) >= 4 else 0
+        if size == 348 and len(head) >= 112:
+            dims = struct.unpack(endian + "8h", head[40:56])
+            bitpix = struct.unpack(endian + "h", head[72:74])[0]
+            offset = int(struct.unpack(endian + "f", head[108:112])[0])
+            break
+        if size == 540 and len(head) >= 176:
+            bitpix = struct.unpack(endian + "h", head[14:16])[0]
+            dims = struct.unpack(endian + "8q", head[16:80])
+            offset = struct.unpack(endian + "q", head[168:176])[0]
+            break
+    else:
+        raise ValueError("not a NIfTI-1 or NIfTI-2 header")
+    if not 1 <= dims[0] <= 7 or bitpix <= 0:
+        raise ValueError(f"implausible header (dim[0]={dims[0]}, bitpix={bitpix})")
+    n_voxels = int(np.prod([max(int(d), 1) for d in dims[1 : dims[0] + 1]], dtype=np.int64))
+    return max(offset, size) + n_voxels * bitpix // 8
 
 
 def truncation_reason(path: str | Path) -> str | None:
@@ -41,9 +66,8 @@ def truncation_reason(path: str | Path) -> str | None:
     """
     path = Path(path)
     try:
-        header = nib.load(str(path)).header
-        expected = _expected_stream_size(header)
-    except Exception as exc:  # nibabel raises many types for a broken header
+        expected = _expected_stream_size(path)
+    except (OSError, EOFError, ValueError, struct.error) as exc:
         return f"header cannot be read ({type(exc).__name__}: {exc})"
     if not str(path).lower().endswith(".gz"):
         actual = os.path.getsize(path)

@@ -46,6 +46,10 @@ class DatasetError(ValueError):
         self.problems = [problems] if isinstance(problems, Problem) else list(problems)
         super().__init__("\n".join(str(p) for p in self.problems))
 
+    def __reduce__(self):
+        # keeps the problems when the error crosses a process boundary (worker pools)
+        return (type(self), (self.problems,))
+
 
 def raise_if_errors(problems: Iterable[Problem]) -> None:
     """Raise a :class:`DatasetError` holding every error (warnings are not raised)."""

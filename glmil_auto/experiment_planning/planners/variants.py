@@ -1,0 +1,18 @@
+"""Planner variants: each changes one rule of ``GLMILPlanner`` (select with ``--planner NAME``)."""
+
+from __future__ import annotations
+
+from glmil_auto.experiment_planning.planners.default_planner import GLMILPlanner
+
+
+class GLMILPlannerWideContext(GLMILPlanner):
+    """Adds a 4x field of view around every lesion (for datasets where peritumoural context,
+    such as contact with the ventricles or the pia, matters more than fine texture)."""
+
+    context_scales = (1.0, 2.0, 4.0)
+
+
+class GLMILPlannerSingleScale(GLMILPlanner):
+    """One field of view per lesion: the cheapest local branch (an ablation of multiscale context)."""
+
+    context_scales = (1.0,)

@@ -1,0 +1,1 @@
+"""Preprocessing: canonical orientation, head crop, normalisation, global volume and lesion patches, blosc2 storage."""

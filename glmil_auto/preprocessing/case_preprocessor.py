@@ -1,0 +1,145 @@
+"""One case, raw arrays -> preprocessed arrays + JSON properties.
+
+This is the only preprocessing code path: training cases, held-out cases and, later, new cases
+at prediction time all go through :meth:`CasePreprocessor.run_case`, so a model never sees data
+prepared differently from what it was trained on.
+
+Steps: canonical orientation (axis swaps and flips, exact) -> head mask and its depth map ->
+brain region -> per-channel normalisation -> global volume (channels + lesion-mask channel) on
+an isotropic grid centred on the head -> lesion instances (26-connected components), the largest
+``max_instances`` kept -> for every kept lesion and every context scale, a patch centred on its
+centroid (channels + that lesion's own mask), padded with the background level at the borders.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from glmil_auto.dataset.image_io import Geometry
+from glmil_auto.dataset.lesion_instances import find_lesion_instances
+from glmil_auto.imaging.head_mask import bounding_box, brain_region, depth_mm, head_mask
+from glmil_auto.imaging.orientation import to_canonical
+from glmil_auto.preprocessing.normalisation import normalise_channels
+from glmil_auto.preprocessing.resampling import grid_centred_on, resample_to_grid
+
+logger = logging.getLogger(__name__)
+PREPROCESSING_VERSION = 1
+
+
+class CasePreprocessor:
+    """Applies the ``preprocessing`` section of a plans file to one case."""
+
+    def __init__(self, plans: dict[str, Any]):
+        self.plans = plans
+        self.config = plans["preprocessing"]
+
+    def run_case(
+        self, images: np.ndarray, lesion_mask: np.ndarray, geometry: Geometry, case_id: str
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """Returns ``global (C+1, Z, Y, X)``, ``local (N, S, C+1, pz, py, px)`` (float32) and properties."""
+        images_c, canonical = to_canonical(images, geometry)
+        mask_c, _ = to_canonical(np.asarray(lesion_mask, dtype=bool), geometry)
+        spacing_zyx = canonical.spacing_zyx
+
+        head = head_mask(images_c)
+        depth = depth_mm(head, spacing_zyx)
+        brain = brain_region(head, spacing_zyx, self.config["brain_margin_mm"], depth=depth)
+        normalised, stats = normalise_channels(images_c, brain, head, self.config["normalisation"])
+        background = [stats[str(c)]["background"] for c in range(normalised.shape[0])]
+
+        global_array, global_geometry, box = self._global_volume(normalised, mask_c, canonical, head, background)
+        labelled, lesions = find_lesion_instances(mask_c, canonical)
+        kept = self._keep(lesions, case_id)
+        local_array, patch_geometries = self._patches(normalised, labelled, lesions, kept, canonical, background)
+
+        lesion_table = []
+        for lesion in lesions:
+            entry = lesion.to_dict()
+            index = tuple(int(round(c)) for c in lesion.centroid_index_zyx)
+            entry["depth_below_head_surface_mm"] = float(depth[index])
+            entry["kept"] = lesion.label in kept
+            entry["instance_index"] = kept.index(lesion.label) if lesion.label in kept else None
+            lesion_table.append(entry)
+        properties = {
+            "case_id": case_id,
+            "preprocessing_version": PREPROCESSING_VERSION,
+            "original_geometry": geometry.to_dict(),
+            "canonical_geometry": canonical.to_dict(),
+            "head_bbox_canonical": [list(b) for b in box],
+            "normalisation": stats,
+            "global_geometry": global_geometry.to_dict(),
+            "lesions": lesion_table,
+            "n_lesions": len(lesions),
+            "n_instances": len(kept),
+            "dropped_lesion_labels": [l.label for l in lesions if l.label not in kept],
+            "patch_geometries": [[g.to_dict() for g in per_scale] for per_scale in patch_geometries],
+        }
+        return global_array, local_array, properties
+
+    # -------------------------------------------------------------- global volume
+    def _global_volume(
+        self, normalised: np.ndarray, mask: np.ndarray, canonical: Geometry, head: np.ndarray, background: list[float]
+    ) -> tuple[np.ndarray, Geometry, list[tuple[int, int]]]:
+        plan = self.config["global"]
+        box = bounding_box(head)
+        centre_index = np.array([(start + stop - 1) / 2.0 for start, stop in box])
+        target = grid_centred_on(
+            canonical.index_to_world(centre_index), plan["target_spacing"], plan["input_shape"], canonical.direction
+        )
+        channels = [
+            resample_to_grid(normalised[c], canonical, target, order=1, cval=background[c])
+            for c in range(normalised.shape[0])
+        ]
+        channels.append(resample_to_grid(mask.astype(np.float32), canonical, target, order=1, cval=0.0))
+        return np.stack(channels), target, box
+
+    # -------------------------------------------------------------- lesion instances
+    def _keep(self, lesions: list, case_id: str) -> list[int]:
+        """Labels of the kept lesions (the largest ``max_instances``), in label order."""
+        limit = self.config["local"]["max_instances"]
+        if len(lesions) <= limit:
+            return [l.label for l in lesions]
+        by_size = sorted(lesions, key=lambda l: (-l.n_voxels, l.label))
+        kept = sorted(l.label for l in by_size[:limit])
+        dropped = [(l.label, round(l.volume_mm3, 1)) for l in by_size[limit:]]
+        logger.warning(
+            "case %s has %d lesions, the plans keep %d (largest); dropped (label, volume mm3): %s",
+            case_id, len(lesions), limit, dropped,
+        )
+        return kept
+
+    def _patches(
+        self,
+        normalised: np.ndarray,
+        labelled: np.ndarray,
+        lesions: list,
+        kept: list[int],
+        canonical: Geometry,
+        background: list[float],
+    ) -> tuple[np.ndarray, list[list[Geometry]]]:
+        plan = self.config["local"]
+        scales = plan["scales"]
+        n_channels = normalised.shape[0] + 1
+        out = np.zeros((len(kept), len(scales), n_channels, *plan["patch_size"]), dtype=np.float32)
+        by_label = {l.label: l for l in lesions}
+        geometries: list[list[Geometry]] = []
+        for i, label in enumerate(kept):
+            lesion = by_label[label]
+            instance_mask = (labelled == label).astype(np.float32)
+            per_scale = []
+            for s, scale in enumerate(scales):
+                target = grid_centred_on(
+                    np.asarray(lesion.centroid_world_mm),
+                    [sp * scale for sp in plan["target_spacing"]],
+                    plan["patch_size"],
+                    canonical.direction,
+                )
+                for c in range(normalised.shape[0]):
+                    out[i, s, c] = resample_to_grid(normalised[c], canonical, target, order=1, cval=background[c])
+                out[i, s, -1] = resample_to_grid(instance_mask, canonical, target, order=1, cval=0.0)
+                per_scale.append(target)
+            geometries.append(per_scale)
+        return out, geometries
