@@ -191,6 +191,25 @@ class GLMILPlanner:
             "load_balancing_weight": 0.01,
         }
 
+    def plan_clinical(self) -> dict[str, Any]:
+        """The clinical encoder's inputs in declaration order: dataset statistics as the default
+        standardisation (the trainer refits them on each fold's training cases) and the category
+        vocabulary (fixed here because it sizes the network)."""
+        summaries = self.fingerprint.get("clinical_features", {})
+        features = []
+        for name, kind in self.dataset_json.get("clinical_features", {}).items():
+            summary = summaries.get(name, {})
+            entry: dict[str, Any] = {"name": name, "type": kind}
+            if kind == "numeric":
+                entry.update(mean=summary.get("mean") or 0.0, std=summary.get("std") or 1.0)
+            elif kind == "categorical":
+                entry["categories"] = sorted(summary.get("categories", {}))
+            features.append(entry)
+        return {"features": features}
+
+    def plan_endpoints(self) -> list[dict[str, str]]:
+        return [{"name": name, "type": d["type"]} for name, d in self.dataset_json.get("endpoints", {}).items()]
+
     def trainer_defaults(self, batch_size: int) -> dict[str, Any]:
         n_train = self.fingerprint["num_training_cases"]
         gpu = self.device.kind == "cuda"
@@ -227,6 +246,8 @@ class GLMILPlanner:
                 "global": {k: global_plan[k] for k in ("target_spacing", "input_shape")},
                 "local": {k: local_plan[k] for k in ("target_spacing", "patch_size", "scales", "max_instances", "instance_policy")},
             },
+            "clinical": self.plan_clinical(),
+            "endpoints": self.plan_endpoints(),
             "model": {
                 "global_encoder": {k: global_plan[k] for k in ("n_pools", "features_per_stage")},
                 "local_encoder": {k: local_plan[k] for k in ("n_pools", "features_per_stage")},

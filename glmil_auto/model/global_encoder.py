@@ -1,0 +1,38 @@
+"""Global branch: a residual 3D CNN over the whole (downsampled) volume with the lesion-mask
+channel, and mask-guided multiscale pooling.
+
+At every stage the feature map is pooled twice: averaged over the whole volume (the context:
+brain, ventricles, micro-lesions outside the mask) and averaged with the lesion mask resampled to
+that stage's grid as weights (what the lesions look like at that scale). The stage vectors are
+concatenated and projected to the global embedding.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from glmil_auto.model.blocks import ResidualEncoder3d, masked_average
+
+
+class MaskGuidedGlobalEncoder(nn.Module):
+    def __init__(self, in_channels: int, features_per_stage: list[int], embedding_dim: int, dropout: float = 0.0):
+        super().__init__()
+        self.encoder = ResidualEncoder3d(in_channels, features_per_stage)
+        self.projection = nn.Sequential(
+            nn.Linear(2 * sum(features_per_stage), embedding_dim), nn.LeakyReLU(0.01), nn.Dropout(dropout)
+        )
+        self.last_feature_maps: list[torch.Tensor] = []  # kept for Grad-CAM
+
+    def forward(self, volume: torch.Tensor) -> torch.Tensor:
+        """``volume`` (B, C+1, Z, Y, X) with the lesion mask as the last channel -> (B, embedding_dim)."""
+        mask = volume[:, -1:].float()
+        maps = self.encoder(volume)
+        self.last_feature_maps = maps
+        pooled = []
+        for features in maps:
+            stage_mask = F.adaptive_avg_pool3d(mask, features.shape[2:])
+            pooled.append(features.float().mean(dim=(2, 3, 4)))
+            pooled.append(masked_average(features.float(), stage_mask))
+        return self.projection(torch.cat(pooled, dim=1))

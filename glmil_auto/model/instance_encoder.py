@@ -1,0 +1,49 @@
+"""Local branch: one shared 3D CNN encodes every lesion patch at every context scale.
+
+Each patch's last channel is that lesion's own mask. A patch is summarised by its average
+feature and its mask-weighted average feature; the scales of an instance are fused by
+concatenation and a projection, together with simple instance descriptors (log volume, depth
+below the head surface) that a CNN on a fixed-size patch cannot measure.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from glmil_auto.model.blocks import ResidualEncoder3d, masked_average
+
+NUM_DESCRIPTORS = 2  # log1p(volume mm3), depth below the head surface / 10 mm
+
+
+class InstanceEncoder(nn.Module):
+    def __init__(self, in_channels: int, features_per_stage: list[int], n_scales: int, embedding_dim: int,
+                 dropout: float = 0.0):
+        super().__init__()
+        self.encoder = ResidualEncoder3d(in_channels, features_per_stage)
+        width = features_per_stage[-1]
+        self.n_scales = n_scales
+        self.embedding_dim = embedding_dim
+        self.fusion = nn.Sequential(
+            nn.Linear(2 * width * n_scales + NUM_DESCRIPTORS, embedding_dim), nn.LeakyReLU(0.01), nn.Dropout(dropout),
+            nn.Linear(embedding_dim, embedding_dim), nn.LeakyReLU(0.01),
+        )
+
+    def forward(self, patches: torch.Tensor, descriptors: torch.Tensor, instance_mask: torch.Tensor) -> torch.Tensor:
+        """``patches`` (B, N, S, C+1, pz, py, px), ``descriptors`` (B, N, D), ``instance_mask`` (B, N) bool
+        -> (B, N, embedding_dim). Padded instances are not encoded (their rows are zeros)."""
+        b, n, s = patches.shape[:3]
+        out = patches.new_zeros((b, n, self.embedding_dim), dtype=torch.float32)
+        real = instance_mask.bool()
+        if not real.any():
+            return out
+        selected = patches[real]  # (R, S, C+1, pz, py, px): only real instances go through the CNN
+        flat = selected.flatten(0, 1)
+        features = self.encoder(flat)[-1].float()
+        mask = F.adaptive_avg_pool3d(flat[:, -1:].float(), features.shape[2:])
+        summary = torch.cat([features.mean(dim=(2, 3, 4)), masked_average(features, mask)], dim=1)
+        per_instance = summary.view(selected.shape[0], s * summary.shape[1])
+        fused = self.fusion(torch.cat([per_instance, descriptors[real].float()], dim=1))
+        out[real] = fused.to(out.dtype)
+        return out
