@@ -10,6 +10,8 @@ HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/
 TORCH_SPEC ?= $(if $(HAS_GPU),torch>=2.1,torch==2.13.0)
 INSTALLED := $(VENV)/.glmil_auto_installed
 NP ?= 2
+DEMO_TRAINER ?= GLMILTrainer_demo
+FOLDS ?= 0 1 2 3 4
 PYTEST_ARGS ?=
 
 .PHONY: install demo test clean-demo
@@ -28,6 +30,7 @@ demo: $(INSTALLED)
 	$(PYTHON) dataset_conversion/Dataset001_SynthBrainMets.py -np $(NP) --overwrite
 	$(BIN)/glmil_verify_dataset -d 1 -np $(NP)
 	$(BIN)/glmil_plan_and_preprocess -d 1 -np $(NP)
+	for fold in $(FOLDS); do $(BIN)/glmil_train 1 $$fold -tr $(DEMO_TRAINER) -device cpu || exit 1; done
 
 test: $(INSTALLED)
 	$(PYTHON) -m pytest $(PYTEST_ARGS)

@@ -29,6 +29,7 @@ setup(
         "acvl-utils>=0.2",
         "blosc2>=2.5",
         "tqdm>=4.60",
+        "matplotlib>=3.5",
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-xdist>=3", "lifelines>=0.27"],
@@ -41,6 +42,7 @@ setup(
             "glmil_plan_experiment=glmil_auto.experiment_planning.plan_entry_points:plan_experiment_entry",
             "glmil_preprocess=glmil_auto.preprocessing.entry_points:preprocess_entry",
             "glmil_plan_and_preprocess=glmil_auto.preprocessing.entry_points:plan_and_preprocess_entry",
+            "glmil_train=glmil_auto.training.entry_points:train_entry",
         ],
     },
 )

@@ -4,7 +4,10 @@ channel, and mask-guided multiscale pooling.
 At every stage the feature map is pooled twice: averaged over the whole volume (the context:
 brain, ventricles, micro-lesions outside the mask) and averaged with the lesion mask resampled to
 that stage's grid as weights (what the lesions look like at that scale). The stage vectors are
-concatenated and projected to the global embedding.
+concatenated and projected to the global embedding, together with the lesion burden (the log of
+the volume fraction covered by lesions, read from the mask channel before any normalisation:
+instance normalisation removes every feature map's per-case mean, so total burden would
+otherwise be hard to recover from the pooled features).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ class MaskGuidedGlobalEncoder(nn.Module):
         super().__init__()
         self.encoder = ResidualEncoder3d(in_channels, features_per_stage)
         self.projection = nn.Sequential(
-            nn.Linear(2 * sum(features_per_stage), embedding_dim), nn.LeakyReLU(0.01), nn.Dropout(dropout)
+            nn.Linear(2 * sum(features_per_stage) + 1, embedding_dim), nn.LeakyReLU(0.01), nn.Dropout(dropout)
         )
         self.last_feature_maps: list[torch.Tensor] = []  # kept for Grad-CAM
 
@@ -35,4 +38,5 @@ class MaskGuidedGlobalEncoder(nn.Module):
             stage_mask = F.adaptive_avg_pool3d(mask, features.shape[2:])
             pooled.append(features.float().mean(dim=(2, 3, 4)))
             pooled.append(masked_average(features.float(), stage_mask))
-        return self.projection(torch.cat(pooled, dim=1))
+        burden = torch.log10(mask.clamp(min=0).flatten(1).mean(dim=1, keepdim=True) + 1e-6) / 3.0  # about -2..0
+        return self.projection(torch.cat(pooled + [burden], dim=1))

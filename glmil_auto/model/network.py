@@ -63,7 +63,8 @@ class GLMILMoE(nn.Module):
             self.instance_encoder = InstanceEncoder(config["in_channels"], config["local_features"], config["n_scales"], dim, dropout)
             self.mil_pooling = GatedAttentionPooling(dim, dim, k, dropout)
         self.clinical_encoder = ClinicalEncoder(config["clinical_features"], dim, dropout)
-        fused_dim = dim * (1 + int(self.use_global) + int(self.use_local))
+        # + log1p(lesion count): attention pooling averages, so the bag size must be given explicitly
+        fused_dim = dim * (1 + int(self.use_global) + int(self.use_local)) + int(self.use_local)
         if self.mode == "concat":
             self.fusion = nn.Sequential(nn.Linear(fused_dim, config["expert_hidden_dim"]), nn.LeakyReLU(0.01),
                                         nn.Dropout(dropout), nn.Linear(config["expert_hidden_dim"], dim), nn.LeakyReLU(0.01))
@@ -86,6 +87,8 @@ class GLMILMoE(nn.Module):
             instances = self.instance_encoder(batch["instances"], batch["instance_descriptors"], mask)
             pooled, weights = self.mil_pooling(instances, mask)  # (B, K, D), (B, K, N)
             parts.append(pooled.float())
+            count = torch.log1p(mask.sum(dim=1, keepdim=True).float())  # (B, 1)
+            parts.append(count.unsqueeze(1).expand(b, k, 1))
             attention = {e["name"]: weights[:, i] for i, e in enumerate(self.endpoints)}
         parts.append(clinical.float().unsqueeze(1).expand(b, k, -1))
         fused = torch.cat(parts, dim=-1)  # (B, K, fused_dim)

@@ -1,0 +1,1 @@
+"""Training: splits, data loading and augmentation, losses, trainers (variants beside), checkpoints."""

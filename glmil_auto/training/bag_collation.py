@@ -1,0 +1,73 @@
+"""Padding variable-size lesion bags into one batch, and the per-lesion descriptors.
+
+Shared by the training loader and anything else that builds the network's batch from
+preprocessed cases (a case is ``global (C+1, Z, Y, X)``, ``local (N, S, C+1, pz, py, px)`` and its
+properties JSON, as :func:`glmil_auto.preprocessing.storage.load_case` returns them).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+from glmil_auto.dataset.problems import DatasetError, error
+
+DESCRIPTOR_NAMES = ("log1p_volume_mm3", "depth_below_head_surface_cm")
+
+
+def instance_descriptors(properties: dict[str, Any], case: str) -> np.ndarray:
+    """``(N, 2)`` float32 for the kept lesions in ``instance_index`` order:
+    ``[log1p(volume mm3), depth below the head surface in mm / 10]``.
+
+    Both are O(1) numbers for the network (volumes span four orders of magnitude, hence the log);
+    a kept lesion without the values is a corrupt properties file and names the case."""
+    kept = [lesion for lesion in properties.get("lesions", []) if lesion.get("kept")]
+    n = int(properties.get("n_instances", len(kept)))
+    out = np.zeros((n, len(DESCRIPTOR_NAMES)), dtype=np.float32)
+    seen = set()
+    for lesion in kept:
+        index = lesion.get("instance_index")
+        try:
+            volume = float(lesion["volume_mm3"])
+            depth = float(lesion["depth_below_head_surface_mm"])
+        except (KeyError, TypeError, ValueError):
+            raise DatasetError(error(f"lesion {lesion.get('label')} lacks volume_mm3 or depth_below_head_surface_mm: "
+                                     "re-run glmil_preprocess", case)) from None
+        if not isinstance(index, int) or not 0 <= index < n or index in seen:
+            raise DatasetError(error(f"lesion {lesion.get('label')} has an invalid instance_index {index!r} "
+                                     f"for {n} instances: re-run glmil_preprocess", case))
+        seen.add(index)
+        out[index] = (math.log1p(max(volume, 0.0)), depth / 10.0)
+    if len(seen) != n:
+        raise DatasetError(error(f"the properties list {len(seen)} kept lesions but n_instances is {n}: "
+                                 "re-run glmil_preprocess", case))
+    return out
+
+
+def collate_bags(
+    global_volumes: Sequence[np.ndarray], bags: Sequence[np.ndarray], descriptors: Sequence[np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Stack cases into ``global`` (B, C+1, Z, Y, X), ``instances`` (B, N, S, C+1, pz, py, px),
+    ``instance_mask`` (B, N) and ``instance_descriptors`` (B, N, 2), with N the largest bag of the
+    batch (at least 1, so that a batch of lesion-free cases still has a well-formed tensor).
+    Padding rows are zeros and masked out."""
+    if not bags:
+        raise ValueError("cannot collate an empty batch")
+    b = len(bags)
+    n_max = max(1, max(bag.shape[0] for bag in bags))
+    instances = np.zeros((b, n_max, *bags[0].shape[1:]), dtype=np.float32)
+    mask = np.zeros((b, n_max), dtype=bool)
+    described = np.zeros((b, n_max, len(DESCRIPTOR_NAMES)), dtype=np.float32)
+    for i, (bag, desc) in enumerate(zip(bags, descriptors)):
+        n = bag.shape[0]
+        instances[i, :n] = bag
+        mask[i, :n] = True
+        described[i, :n] = desc
+    return {
+        "global": np.stack([np.asarray(g, dtype=np.float32) for g in global_volumes]),
+        "instances": instances,
+        "instance_mask": mask,
+        "instance_descriptors": described,
+    }

@@ -1,0 +1,88 @@
+"""Python API of ``glmil_train``: one process, or DDP over several (``torchrun`` or ``--num-gpus``).
+
+DDP uses NCCL on GPUs and gloo on the CPU; each rank trains on its share of every batch
+(``batch_size / world_size`` bags) and validates its share of the validation cases, which are
+gathered on every rank; rank 0 writes checkpoints, logs and predictions.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from glmil_auto.experiment_planning.plans_io import DEFAULT_PLANS_NAME
+from glmil_auto.training.trainer import GLMILTrainer
+from glmil_auto.training.trainer_registry import find_trainer
+
+
+def _device_for(device: str, rank: int) -> torch.device:
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("-device cuda was requested but torch sees no CUDA device")
+        return torch.device("cuda", rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def run_training(dataset: str | int, fold: int | str, trainer_name: str = "GLMILTrainer",
+                 plans_name: str = DEFAULT_PLANS_NAME, device: str = "cpu", continue_training: bool = False,
+                 only_validate: bool = False, validate_best: bool = False, rank: int = 0, world_size: int = 1,
+                 overrides: dict[str, Any] | None = None) -> GLMILTrainer:
+    """Train (or only validate) one fold in this process; ``overrides`` set trainer attributes."""
+    trainer_class = find_trainer(trainer_name)
+    if overrides:
+        trainer_class = type(trainer_class.__name__, (trainer_class,), dict(overrides))
+    trainer = trainer_class(dataset, fold, plans_name, _device_for(device, rank), rank, world_size)
+    if only_validate:
+        trainer.initialize()
+        checkpoint = "checkpoint_best.pt" if validate_best else "checkpoint_final.pt"
+        trainer.perform_final_validation(checkpoint)
+        return trainer
+    if continue_training:
+        trainer.resume()
+    trainer.run_training()
+    if validate_best and trainer.is_main:
+        trainer.perform_final_validation("checkpoint_best.pt")
+    return trainer
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world_size: int, port: int, kwargs: dict[str, Any]) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    backend = "nccl" if kwargs["device"] == "cuda" else "gloo"
+    dist.init_process_group(backend, rank=rank, world_size=world_size)
+    try:
+        if kwargs["device"] == "cuda":
+            torch.cuda.set_device(rank % torch.cuda.device_count())
+        logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="%(levelname)s %(message)s")
+        run_training(**kwargs, rank=rank, world_size=world_size)
+    finally:
+        dist.destroy_process_group()
+
+
+def run_distributed(world_size: int, **kwargs: Any) -> None:
+    """Spawn ``world_size`` ranks on this machine (``--num-gpus N``)."""
+    mp.spawn(_ddp_worker, args=(world_size, _free_port(), kwargs), nprocs=world_size, join=True)
+
+
+def run_under_torchrun(**kwargs: Any) -> GLMILTrainer:
+    """Join the process group that ``torchrun`` set up through the environment."""
+    backend = "nccl" if kwargs["device"] == "cuda" else "gloo"
+    dist.init_process_group(backend)
+    try:
+        rank, world_size = dist.get_rank(), dist.get_world_size()
+        if kwargs["device"] == "cuda":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
+        return run_training(**kwargs, rank=rank, world_size=world_size)
+    finally:
+        dist.destroy_process_group()

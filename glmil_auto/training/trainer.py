@@ -1,0 +1,339 @@
+"""``GLMILTrainer``: trains one fold of a planned, preprocessed dataset (``glmil_train ID FOLD``).
+
+Hyperparameters are class attributes (``None`` = take the planner's ``trainer_defaults``), so a
+variant is a small subclass (``variants.py``) found by name with ``-tr``. Output, as nnU-Net:
+
+```
+<glmil_results>/<DatasetNNN_Name>/<Trainer>__<plans>/fold_<k>/
+    checkpoint_best.pt  checkpoint_latest.pt  checkpoint_final.pt
+    training_log.json   progress.png   debug.json
+    validation/predictions.csv   validation/summary.json
+```
+
+Reproducibility and exact resuming: the training loader and its augmentation workers are seeded
+from (seed, epoch, rank) at the start of every epoch, so the batches of an epoch do not depend on
+what happened before; the checkpoint holds the network, optimiser, scheduler, loss memories and
+every random state, so ``--c`` continues exactly where training stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from glmil_auto.dataset.clinical_table import read_clinical_table
+from glmil_auto.dataset.dataset_json import load_dataset_json
+from glmil_auto.experiment_planning.plans_io import DEFAULT_PLANS_NAME, load_plans
+from glmil_auto.model import build_network
+from glmil_auto.model.clinical_encoder import encode_clinical_table
+from glmil_auto.paths import preprocessed_folder, resolve_dataset_name, results_folder
+from glmil_auto.training.augmentation import get_training_transforms, get_validation_transforms, make_augmenter
+from glmil_auto.training.checkpointing import load_checkpoint, rng_states, save_checkpoint, set_rng_states
+from glmil_auto.training.data_loader import GLMILDataLoader, case_targets
+from glmil_auto.training.losses import GLMILLoss
+from glmil_auto.training.progress_plot import plot_progress
+from glmil_auto.training.splits import fold_cases, load_or_create_splits
+from glmil_auto.training.validation_metrics import endpoint_metrics
+from glmil_auto.utilities.atomic_files import write_json_atomic
+
+logger = logging.getLogger(__name__)
+
+
+class GLMILTrainer:
+    """The default trainer. ``None`` attributes come from ``plans["training"]["trainer_defaults"]``."""
+
+    num_epochs: int | None = None
+    iterations_per_epoch: int | None = None
+    initial_lr: float | None = None
+    weight_decay: float | None = None
+    warmup_epochs: int | None = None
+    gradient_clip_norm: float | None = None
+    lr_schedule = "cosine"  # or "poly" (nnU-Net's (1 - epoch / epochs) ** 0.9)
+    save_every = 5  # epochs between checkpoint_latest.pt writes
+    selection_ema = 0.7  # weight of the previous value in the EMA of the selection metric
+    network_mode = "full"  # or an ablation: global_only, local_only, concat
+    class_balanced_endpoint: str | None = None  # oversample this binary endpoint's positives
+    seed = 12345
+    deterministic = False
+    num_augmentation_workers: int | None = None  # None: glmil_n_proc_DA or the default
+
+    def __init__(self, dataset: str | int, fold: int | str, plans_name: str = DEFAULT_PLANS_NAME,
+                 device: str | torch.device = "cpu", rank: int = 0, world_size: int = 1):
+        self.dataset_name = resolve_dataset_name(dataset)
+        self.fold = str(fold)
+        self.plans_name = plans_name
+        self.device = torch.device(device)
+        self.rank, self.world_size = rank, world_size
+        self.preprocessed = preprocessed_folder() / self.dataset_name
+        self.plans = load_plans(self.preprocessed / f"{plans_name}.json")
+        defaults = self.plans["training"]["trainer_defaults"]
+        for name in ("num_epochs", "iterations_per_epoch", "initial_lr", "weight_decay", "warmup_epochs"):
+            if getattr(self, name) is None:
+                setattr(self, name, defaults[name])
+        if self.gradient_clip_norm is None:
+            self.gradient_clip_norm = defaults.get("gradient_clip_norm", 1.0)
+        self.output_folder = (results_folder() / self.dataset_name / f"{type(self).__name__}__{plans_name}"
+                              / f"fold_{self.fold}")
+        self.spec = load_dataset_json(self.preprocessed)
+        self.endpoints = self.plans["endpoints"]
+        self.table = read_clinical_table(self.preprocessed / "clinicalTr.csv", self.spec)
+        self.splits = load_or_create_splits(self.preprocessed, self.table, self.spec) if self.is_main else None
+        if self.world_size > 1:
+            holder = [self.splits]
+            dist.broadcast_object_list(holder, src=0)
+            self.splits = holder[0]
+        self.train_cases, self.val_cases = fold_cases(self.splits, self.fold, list(self.table.index))
+        self.current_epoch = 0
+        self.best_ema: float | None = None
+        self.ema: float | None = None
+        self.log: list[dict[str, Any]] = []
+        self.was_initialized = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    # ------------------------------------------------------------------ setup
+    def initialize(self) -> None:
+        if self.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        torch.manual_seed(self.seed)
+        self.network = build_network(self.plans, mode=self.network_mode).to(self.device)
+        values, _ = self._clinical(self.train_cases)
+        self.network.clinical_encoder.fit(values)
+        self.model: nn.Module = self.network
+        if self.world_size > 1:
+            self.model = nn.parallel.DistributedDataParallel(
+                self.network, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True)
+        losses = self.plans["training"]["losses"]
+        # a memory larger than the training set would only hold stale copies of the same cases
+        self.loss = GLMILLoss(self.endpoints, losses["endpoint_weights"], losses["positive_class_weights"],
+                              losses["load_balancing_weight"], memory_capacity=min(256, len(self.train_cases))
+                              ).to(self.device)
+        self.optimizer = torch.optim.AdamW(self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.use_amp = self.device.type == "cuda"
+        self.grad_scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and not torch.cuda.is_bf16_supported())
+        self.was_initialized = True
+
+    def _lr_factor(self, epoch: int) -> float:
+        """Linear warm-up, then cosine (or poly) decay to 0 at the last epoch."""
+        if epoch < self.warmup_epochs:
+            return (epoch + 1) / (self.warmup_epochs + 1)
+        progress = (epoch - self.warmup_epochs) / max(1, self.num_epochs - self.warmup_epochs)
+        if self.lr_schedule == "poly":
+            return (1 - progress) ** 0.9
+        return 0.5 * (1 + math.cos(math.pi * progress))
+
+    def _clinical(self, cases: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        return encode_clinical_table(self.table.loc[cases], self.plans["clinical"]["features"])
+
+    def _loader(self, cases: list[str], batch_size: int, infinite: bool, seed: int) -> GLMILDataLoader:
+        values, categories = self._clinical(cases)
+        targets = case_targets(self.table.loc[cases], self.endpoints, self.spec)
+        probabilities = None
+        if infinite and self.class_balanced_endpoint:
+            probabilities = GLMILDataLoader.class_balanced_probabilities(targets, self.class_balanced_endpoint)
+        return GLMILDataLoader(self.preprocessed / self.plans_name / "Tr", cases, self.plans, values, categories,
+                               targets, batch_size, infinite=infinite, shuffle=infinite, seed=seed,
+                               sampling_probabilities=probabilities)
+
+    @property
+    def batch_size_per_rank(self) -> int:
+        return max(1, math.ceil(self.plans["training"]["batch_size"] / self.world_size))
+
+    def _epoch_augmenter(self, epoch: int):
+        seed = self.seed + 1000 * epoch + 7919 * self.rank
+        loader = self._loader(self.train_cases, self.batch_size_per_rank, infinite=True, seed=seed)
+        return make_augmenter(loader, get_training_transforms(self.plans), self.num_augmentation_workers)
+
+    def _to_device(self, batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        inputs, targets = {}, {}
+        for key, value in batch.items():
+            if key == "case_ids":
+                continue
+            tensor = torch.as_tensor(np.asarray(value)).to(self.device, non_blocking=True)
+            (inputs if key in _INPUT_KEYS else targets)[key] = tensor
+        return inputs, targets
+
+    # ------------------------------------------------------------------ training
+    def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
+        inputs, targets = self._to_device(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16 if torch.cuda.is_available() and
+                            torch.cuda.is_bf16_supported() else torch.float16, enabled=self.use_amp):
+            output = self.model(inputs)
+        loss, parts = self.loss(output, targets)
+        self.grad_scaler.scale(loss).backward()
+        self.grad_scaler.unscale_(self.optimizer)
+        nn.utils.clip_grad_norm_(self.network.parameters(), self.gradient_clip_norm)
+        self.grad_scaler.step(self.optimizer)
+        self.grad_scaler.update()
+        return {"loss": float(loss.detach()), **parts}
+
+    def run_training(self) -> None:
+        if not self.was_initialized:
+            self.initialize()
+        self.output_folder.mkdir(parents=True, exist_ok=True)
+        if self.is_main:
+            write_json_atomic(self.output_folder / "debug.json", self._debug_info())
+        while self.current_epoch < self.num_epochs:
+            epoch, started = self.current_epoch, time.perf_counter()
+            self.network.train()
+            augmenter = self._epoch_augmenter(epoch)
+            try:
+                records = [self.train_step(next(augmenter)) for _ in range(self.iterations_per_epoch)]
+            finally:
+                _shutdown(augmenter)
+            self.scheduler.step()
+            metrics, _ = self.validate()
+            self._end_epoch(epoch, records, metrics, time.perf_counter() - started)
+        if self.is_main:
+            self.save_checkpoint(self.output_folder / "checkpoint_final.pt")
+            (self.output_folder / "checkpoint_latest.pt").unlink(missing_ok=True)
+        self.perform_final_validation()
+
+    def _end_epoch(self, epoch: int, records: list[dict[str, float]], metrics: dict[str, float], seconds: float) -> None:
+        mean = metrics.get("mean", math.nan)
+        if not math.isnan(mean):
+            self.ema = mean if self.ema is None else self.selection_ema * self.ema + (1 - self.selection_ema) * mean
+        train = {key: float(np.mean([r[key] for r in records])) for key in records[0]}
+        entry = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"], "seconds": seconds,
+                 "train": train, "validation": metrics, "selection_ema": self.ema}
+        self.log.append(entry)
+        self.current_epoch = epoch + 1
+        if not self.is_main:
+            return
+        logger.info("epoch %d: train loss %.4f, validation mean %.4f (EMA %s), %.1f s", epoch, train["loss"], mean,
+                    "n/a" if self.ema is None else f"{self.ema:.4f}", seconds)
+        if self.ema is not None and (self.best_ema is None or self.ema > self.best_ema):
+            self.best_ema = self.ema
+            self.save_checkpoint(self.output_folder / "checkpoint_best.pt")
+        if self.current_epoch % self.save_every == 0 and self.current_epoch < self.num_epochs:
+            self.save_checkpoint(self.output_folder / "checkpoint_latest.pt")
+        write_json_atomic(self.output_folder / "training_log.json", self.log)
+        plot_progress(self.log, self.output_folder / "progress.png")
+
+    # ------------------------------------------------------------------ validation
+    @torch.no_grad()
+    def predict_cases(self, cases: list[str]) -> pd.DataFrame:
+        """One row per case: probability per binary endpoint, log-risk per survival endpoint."""
+        self.network.eval()
+        rows = []
+        if cases:
+            loader = self._loader(cases, self.batch_size_per_rank, infinite=False, seed=self.seed)
+            transforms = get_validation_transforms(self.plans)
+            for batch in loader:
+                batch = transforms(**batch)
+                inputs, _ = self._to_device(batch)
+                with torch.autocast(self.device.type, enabled=self.use_amp):
+                    output = self.network(inputs)
+                columns = {n: torch.sigmoid(v).float().cpu().numpy() for n, v in output.logits.items()}
+                columns.update({f"{n}_log_risk": v.float().cpu().numpy() for n, v in output.log_risks.items()})
+                for i, case in enumerate(batch["case_ids"]):
+                    rows.append({"case_id": case, **{k: float(v[i]) for k, v in columns.items()}})
+        frame = pd.DataFrame(rows)
+        if self.world_size > 1:
+            gathered: list[Any] = [None] * self.world_size
+            dist.all_gather_object(gathered, frame)
+            frame = pd.concat(gathered, ignore_index=True)
+        return frame.drop_duplicates("case_id").sort_values("case_id").reset_index(drop=True) if len(frame) else frame
+
+    def validate(self) -> tuple[dict[str, float], pd.DataFrame]:
+        """A full pass over the fold's validation cases (sharded over ranks, gathered everywhere)."""
+        shard = self.val_cases[self.rank :: self.world_size]
+        predictions = self.predict_cases(shard)
+        targets = case_targets(self.table.loc[predictions["case_id"]], self.endpoints, self.spec)
+        scores = {e["name"]: predictions[e["name"] if e["type"] == "binary" else f"{e['name']}_log_risk"].to_numpy()
+                  for e in self.endpoints}
+        return endpoint_metrics(scores, targets, self.endpoints), predictions
+
+    def perform_final_validation(self, checkpoint: str | None = None) -> dict[str, float]:
+        """Out-of-fold predictions and metrics of the final (or best) weights, in ``validation/``."""
+        if checkpoint is not None:
+            self.load_checkpoint(self.output_folder / checkpoint, weights_only_network=True)
+        metrics, predictions = self.validate()
+        if self.is_main:
+            folder = self.output_folder / "validation"
+            folder.mkdir(parents=True, exist_ok=True)
+            table = self.table.loc[predictions["case_id"]]
+            truth = {c: table[c].to_numpy() for e in self.endpoints for c in self.spec.endpoints[e["name"]].columns}
+            written = predictions.assign(**{f"true_{k}": v for k, v in truth.items()})
+            written.to_csv(folder / "predictions.csv", index=False)
+            write_json_atomic(folder / "summary.json", {"fold": self.fold, "checkpoint": checkpoint or "final",
+                                                         "n_cases": len(predictions), "metrics": metrics})
+        return metrics
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, path: Path) -> None:
+        save_checkpoint(path, {
+            "network": self.network.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "loss": self.loss.state_dict(),
+            "grad_scaler": self.grad_scaler.state_dict(),
+            "rng": rng_states(),
+            "metadata": {
+                "trainer": type(self).__name__, "plans_name": self.plans_name, "dataset": self.dataset_name,
+                "fold": self.fold, "current_epoch": self.current_epoch, "ema": self.ema, "best_ema": self.best_ema,
+                "network_mode": self.network_mode, "log": json.loads(json.dumps(self.log)),
+            },
+            "plans": json.dumps(self.plans),
+        })
+
+    def load_checkpoint(self, path: Path, weights_only_network: bool = False) -> None:
+        if not self.was_initialized:
+            self.initialize()
+        content = load_checkpoint(path, map_location=self.device)
+        self.network.load_state_dict(content["network"])
+        if weights_only_network:
+            return
+        self.optimizer.load_state_dict(content["optimizer"])
+        self.scheduler.load_state_dict(content["scheduler"])
+        self.loss.load_state_dict(content["loss"])
+        self.grad_scaler.load_state_dict(content["grad_scaler"])
+        meta = content["metadata"]
+        self.current_epoch, self.ema, self.best_ema = meta["current_epoch"], meta["ema"], meta["best_ema"]
+        self.log = meta["log"]
+        set_rng_states(content["rng"])
+
+    def resume(self) -> None:
+        """``--c``: continue from checkpoint_final (nothing to do), checkpoint_latest or checkpoint_best."""
+        for name in ("checkpoint_final.pt", "checkpoint_latest.pt", "checkpoint_best.pt"):
+            path = self.output_folder / name
+            if path.is_file():
+                self.load_checkpoint(path)
+                logger.info("resuming from %s at epoch %d", path, self.current_epoch)
+                return
+        logger.info("no checkpoint in %s: starting from scratch", self.output_folder)
+
+    def _debug_info(self) -> dict[str, Any]:
+        return {"trainer": type(self).__name__, "dataset": self.dataset_name, "fold": self.fold,
+                "plans_name": self.plans_name, "device": str(self.device), "world_size": self.world_size,
+                "train_cases": len(self.train_cases), "val_cases": len(self.val_cases),
+                "num_epochs": self.num_epochs, "iterations_per_epoch": self.iterations_per_epoch,
+                "initial_lr": self.initial_lr, "weight_decay": self.weight_decay, "warmup_epochs": self.warmup_epochs,
+                "batch_size": self.plans["training"]["batch_size"], "network_mode": self.network_mode,
+                "seed": self.seed, "deterministic": self.deterministic,
+                "parameters": sum(p.numel() for p in self.network.parameters())}
+
+
+_INPUT_KEYS = {"global", "instances", "instance_mask", "instance_descriptors", "clinical_values", "clinical_categories"}
+
+
+def _shutdown(augmenter: Any) -> None:
+    stop = getattr(augmenter, "_finish", None)
+    if callable(stop):
+        stop()

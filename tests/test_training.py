@@ -1,0 +1,167 @@
+"""glmil_train: learning on an easy cohort, outputs, exact resuming, DDP on the CPU, bad data."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from glmil_auto.dataset.problems import DatasetError
+from glmil_auto.experiment_planning.device_profile import DeviceProfile
+from glmil_auto.experiment_planning.fingerprint.extractor import DatasetFingerprintExtractor
+from glmil_auto.preprocessing.plan_and_preprocess import plan_and_preprocess
+from glmil_auto.synthetic import generate_synthetic_dataset
+from glmil_auto.training.checkpointing import load_checkpoint
+from glmil_auto.training.entry_points import train_entry
+from glmil_auto.training.run_training import run_distributed, run_training
+from glmil_auto.training.trainer import GLMILTrainer
+
+NAME = "Dataset001_SynthBrainMets"
+N_TRAIN, N_VAL = 36, 20
+
+
+class TinyTrainer(GLMILTrainer):
+    """Small and fast; no augmentation workers so that tests stay quick."""
+
+    num_epochs = 4
+    iterations_per_epoch = 3
+    warmup_epochs = 1
+    initial_lr = 2e-3
+    save_every = 2
+    num_augmentation_workers = 0
+
+
+class LearningTrainer(TinyTrainer):
+    num_epochs = 12
+    iterations_per_epoch = 5
+
+
+class DeterministicTrainer(TinyTrainer):
+    deterministic = True
+
+
+class InterruptedTrainer(DeterministicTrainer):
+    """Stops (like a killed job) right after the checkpoint of epoch 2 is written."""
+
+    def _end_epoch(self, *args, **kwargs):
+        super()._end_epoch(*args, **kwargs)
+        if self.current_epoch == 2:
+            raise KeyboardInterrupt("simulated interruption")
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """An easy cohort: local_failure := total lesion volume in the mask above the median, a quantity
+    the network sees directly (the global lesion-mask channel and every instance's log volume)."""
+    root = tmp_path_factory.mktemp("training")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(DatasetFingerprintExtractor, "total_foreground_samples", 2e5)
+        for name in ("raw", "preprocessed", "results"):
+            mp.setenv(f"glmil_{name}", str(root / name))
+        folder = generate_synthetic_dataset(root / "raw", n_train=N_TRAIN + N_VAL, n_test=0, n_centres=3, size=4.0,
+                                            seed=21, num_processes=2, progress=False)
+        plan_and_preprocess(1, num_processes=2, device=DeviceProfile("cpu", "cpu", 0.5, 2), progress=False)
+        preprocessed = root / "preprocessed" / NAME
+        table = pd.read_csv(preprocessed / "clinicalTr.csv", dtype=str, keep_default_na=False)
+        volume = np.array([sum(lesion["volume_mm3"] for lesion in json.loads(
+            (preprocessed / "plans" / "Tr" / f"{case}.json").read_text())["lesions"]) for case in table["case_id"]])
+        table["local_failure"] = (volume > np.median(volume)).astype(int).astype(str)
+        table.to_csv(preprocessed / "clinicalTr.csv", index=False)  # the trainer reads this copy
+        ids = sorted(table["case_id"])
+        rng = np.random.default_rng(0)
+        val = sorted(rng.choice(ids, N_VAL, replace=False).tolist())
+        splits = [{"train": sorted(set(ids) - set(val)), "val": val}] * 5
+        (root / "preprocessed" / NAME / "splits_final.json").write_text(json.dumps(splits))
+        yield {"root": root, "mp": mp}
+
+
+def fold_folder(env, trainer: str, fold: str = "0"):
+    return env["root"] / "results" / NAME / f"{trainer}__plans" / f"fold_{fold}"
+
+
+def test_a_short_training_learns_the_easy_endpoint(env):
+    trainer = run_training(1, 0, "LearningTrainer")
+    summary = json.loads((fold_folder(env, "LearningTrainer") / "validation" / "summary.json").read_text())
+    auc = summary["metrics"]["local_failure"]
+    # 10 positives / 10 negatives held out: chance reaches AUC >= 0.8 with probability < 1 %
+    assert auc >= 0.8, summary
+    assert trainer.log[-1]["train"]["loss"] < trainer.log[0]["train"]["loss"]
+
+
+def test_outputs_of_a_fold(env):
+    folder = fold_folder(env, "LearningTrainer")
+    for name in ("checkpoint_final.pt", "checkpoint_best.pt", "training_log.json", "progress.png", "debug.json"):
+        assert (folder / name).is_file(), name
+    assert not (folder / "checkpoint_latest.pt").exists()
+    predictions = pd.read_csv(folder / "validation" / "predictions.csv")
+    assert len(predictions) == N_VAL and predictions["case_id"].is_unique
+    for column in ("local_failure", "distant_failure", "leptomeningeal_failure", "os_log_risk", "true_local_failure",
+                   "true_os_months", "true_os_event"):
+        assert column in predictions
+    assert predictions["local_failure"].between(0, 1).all()
+    log = json.loads((folder / "training_log.json").read_text())
+    assert [e["epoch"] for e in log] == list(range(12))
+    assert {"local_failure", "os", "mean"} <= set(log[-1]["validation"])
+    checkpoint = load_checkpoint(folder / "checkpoint_final.pt")  # weights_only=True inside
+    assert checkpoint["metadata"]["current_epoch"] == 12
+    assert torch.is_tensor(checkpoint["network"]["clinical_encoder.mean"])  # fold statistics travel with the weights
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(env):
+    run_training(1, 1, "DeterministicTrainer")
+    with pytest.raises(KeyboardInterrupt):
+        run_training(1, 1, "InterruptedTrainer")
+    interrupted = fold_folder(env, "InterruptedTrainer", "1")
+    assert (interrupted / "checkpoint_latest.pt").is_file() and not (interrupted / "checkpoint_final.pt").exists()
+    # continue the interrupted run under the uninterrupted trainer's class, in its folder
+    reference = fold_folder(env, "DeterministicTrainer", "1")
+    resumed = env["root"] / "results" / NAME / "DeterministicTrainer__plans" / "fold_1_resumed"
+    shutil.copytree(interrupted, resumed)
+    trainer = DeterministicTrainer(1, 1)
+    trainer.output_folder = resumed
+    trainer.resume()
+    assert trainer.current_epoch == 2
+    trainer.run_training()
+    a = load_checkpoint(reference / "checkpoint_final.pt")["network"]
+    b = load_checkpoint(resumed / "checkpoint_final.pt")["network"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+def test_cli_validation_only_and_missing_checkpoint(env, capsys):
+    assert train_entry([str(1), "0", "-tr", "LearningTrainer", "--val", "-device", "cpu"]) == 0
+    assert (fold_folder(env, "LearningTrainer") / "validation" / "summary.json").is_file()
+    with pytest.raises(ValueError, match="unknown trainer 'Nope'"):
+        train_entry(["1", "0", "-tr", "Nope", "-device", "cpu"])
+
+
+def test_two_process_gloo_ddp_trains_and_checkpoints(env):
+    # spawned ranks import glmil_auto afresh, so the variant is given as attribute overrides
+    overrides = {"num_epochs": 2, "iterations_per_epoch": 2, "warmup_epochs": 1, "num_augmentation_workers": 0}
+    run_distributed(2, dataset=1, fold=2, trainer_name="GLMILTrainer", plans_name="plans", device="cpu",
+                    continue_training=False, only_validate=False, validate_best=False, overrides=overrides)
+    folder = fold_folder(env, "GLMILTrainer", "2")
+    assert (folder / "checkpoint_final.pt").is_file()
+    log = json.loads((folder / "training_log.json").read_text())
+    assert len(log) == 2 and np.isfinite(log[-1]["train"]["loss"])
+    assert len(pd.read_csv(folder / "validation" / "predictions.csv")) == N_VAL  # gathered from both ranks
+
+
+def test_missing_preprocessed_file_names_the_case(env):
+    folder = env["root"] / "preprocessed" / NAME / "plans" / "Tr"
+    victim = sorted(folder.glob("*_local.b2nd"))[0]
+    case = victim.name[: -len("_local.b2nd")]
+    backup = victim.read_bytes()
+    victim.write_bytes(b"not blosc2 at all")
+    try:
+        trainer = TinyTrainer(1, "all")
+        trainer.initialize()
+        with pytest.raises(DatasetError) as info:
+            trainer.predict_cases([case])
+        assert info.value.problems[0].case == case and info.value.problems[0].file == str(victim)
+    finally:
+        victim.write_bytes(backup)
