@@ -55,7 +55,7 @@ def main() -> None:
 
     import torch
 
-    from glmil_auto.training.augmentation import get_training_transforms, make_augmenter
+    from glmil_auto.training.augmentation import default_num_processes, get_training_transforms, make_augmenter
     from glmil_auto.training.trainer import GLMILTrainer
 
     with tempfile.TemporaryDirectory(prefix="glmil_train_bench_") as tmp:
@@ -94,7 +94,8 @@ def main() -> None:
             if callable(stop):
                 stop()
 
-    print(f"\nbatch size {batch_size}, {args.steps} steps per row, torch threads {torch.get_num_threads()}")
+    print(f"\nbatch size {batch_size}, {args.steps} steps per row, torch threads {torch.get_num_threads()}, "
+          f"default DA workers here {default_num_processes()}")
     print(f"{'what':<38} {'DA workers':>10} {'bags/s':>8} {'of model':>9} {'peak MiB':>9}")
     for what, workers, rate, peak in rows:
         print(f"{what:<38} {workers!s:>10} {rate:>8.2f} {rate / model_rate:>8.0%} {peak:>9.0f}")

@@ -336,3 +336,48 @@ def test_dummy_2d_low_resolution_keeps_the_thick_axis():
     out = LowResolutionTransform("instances", [0.5, 0.5], True, 0, p_per_sample=1, p_per_channel=1)(**batch)
     np.testing.assert_allclose(out["instances"][0, 0, :, :-1, :, 5, 6], np.broadcast_to(profile, (SCALES, C_IMAGES, 8)),
                                atol=1e-5)
+
+
+# ---------------------------------------------------------------------- torch resampling vs batchgenerators
+@pytest.mark.parametrize("thick_axis", [None, 0, 2])
+def test_spatial_transform_matches_batchgenerators_augment_spatial(thick_axis):
+    """Same seed, same draws, same output as batchgenerators' own (scipy) ``augment_spatial`` with
+    linear interpolation and a replicated border, for 3D and for slice-wise (dummy 2D) rotation."""
+    from batchgenerators.augmentations.spatial_transformations import augment_spatial
+
+    rng = np.random.default_rng(0)
+    shape = (9, 10, 12)
+    samples = np.stack([np.stack([smooth_image(shape, rng) for _ in range(2)] + [soft_blob(shape, rng)])
+                        for _ in range(8)])[:, None]  # (M=8, G=1, C+1=3, *shape)
+    rotation = [[-0.6, 0.6], [-0.4, 0.4], [-0.3, 0.3]]
+    dummy_2d = thick_axis is not None
+    transform = SpatialTransform("global", rotation, [0.7, 1.4], dummy_2d, thick_axis, p_rotation=0.6, p_scale=0.6)
+    np.random.seed(11)
+    ours = transform.augment(samples.copy())[:, 0]
+
+    np.random.seed(11)
+    data = samples[:, 0]
+    common = dict(do_elastic_deform=False, do_rotation=True, do_scale=True, scale=(0.7, 1.4), border_mode_data="nearest",
+                  order_data=1, random_crop=False, p_rot_per_sample=0.6, p_scale_per_sample=0.6)
+    if dummy_2d:
+        moved = np.moveaxis(data, 2 + thick_axis, 2)
+        slices = np.ascontiguousarray(moved).reshape(len(data), -1, *moved.shape[3:])
+        out, _ = augment_spatial(slices, None, moved.shape[3:], angle_x=rotation[thick_axis], **common)
+        reference = np.moveaxis(out.reshape(moved.shape), 2, 2 + thick_axis)
+    else:
+        reference, _ = augment_spatial(data, None, shape, angle_x=rotation[0], angle_y=rotation[1],
+                                       angle_z=rotation[2], **common)
+    changed = [not np.array_equal(ours[i], data[i]) for i in range(len(data))]
+    assert 0 < sum(changed) < len(data)  # some samples drawn a transform, some left alone
+    np.testing.assert_allclose(ours, reference, atol=2e-5)
+
+
+def test_low_resolution_keeps_constants_and_loses_detail():
+    from glmil_auto.training.torch_resampling import simulate_low_resolution
+
+    constant = np.full((2, 8, 10, 12), 3.5, np.float32)
+    np.testing.assert_allclose(simulate_low_resolution(constant, 0.5), constant, atol=1e-6)
+    checker = (np.indices((8, 10, 12)).sum(0) % 2).astype(np.float32)[None]
+    blurred = simulate_low_resolution(checker, 0.5)
+    assert blurred.shape == checker.shape and blurred.std() < 0.6 * checker.std()
+    np.testing.assert_array_equal(simulate_low_resolution(checker, 1.0), checker)  # zoom 1: unchanged

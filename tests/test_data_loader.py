@@ -418,3 +418,10 @@ def test_default_worker_count(monkeypatch):
         default_num_processes()
     monkeypatch.delenv(NUM_PROCESSES_ENV)
     assert 0 <= default_num_processes() <= 12
+    import torch
+
+    for gpu, cores, expected in [(False, 2, 0), (False, 3, 0), (False, 8, 2), (False, 64, 4),
+                                 (True, 2, 1), (True, 8, 6), (True, 64, 12)]:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda gpu=gpu: gpu)
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid, cores=cores: set(range(cores)))
+        assert default_num_processes() == expected, (gpu, cores)

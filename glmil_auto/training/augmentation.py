@@ -3,7 +3,10 @@
 batchgenerators' transforms assume ``data``/``seg`` keys; the batch here holds a global volume and
 a bag of multi-scale lesion patches (see :mod:`glmil_auto.training.data_loader`). The small
 transforms below therefore only route arrays, and call batchgenerators' augmentation functions
-(``augment_spatial``, ``augment_mirroring``, ``augment_gaussian_noise``, ...) for the maths.
+(``augment_mirroring``, ``augment_gaussian_noise``, ``augment_gamma``, ...) for the maths. The two
+expensive resamplings, rotation/scaling and simulated low resolution, run in torch instead
+(:mod:`glmil_auto.training.torch_resampling`: same interpolation, 4-30x faster), with their
+parameters still drawn as batchgenerators draws them.
 
 Every transform acts on *samples* of shape ``(M, G, C+1, *spatial)``:
 
@@ -40,13 +43,19 @@ from batchgenerators.augmentations.color_augmentations import (
     augment_gamma,
 )
 from batchgenerators.augmentations.noise_augmentations import augment_gaussian_blur, augment_gaussian_noise
-from batchgenerators.augmentations.resample_augmentations import augment_linear_downsampling_scipy
-from batchgenerators.augmentations.spatial_transformations import augment_mirroring, augment_spatial
+from batchgenerators.augmentations.spatial_transformations import augment_mirroring
 from batchgenerators.dataloading.multi_threaded_augmenter import MultiThreadedAugmenter
 from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
 from batchgenerators.transforms.abstract_transforms import AbstractTransform, Compose
 
 from glmil_auto.training.data_loader import use_fork_safe_blosc2
+from glmil_auto.training.torch_resampling import (
+    OneTorchThreadPerWorker,
+    affine_resample,
+    rotation_matrix_2d,
+    rotation_matrix_3d,
+    simulate_low_resolution,
+)
 
 TARGETS = ("global", "instances")
 NUM_PROCESSES_ENV = "glmil_n_proc_DA"
@@ -109,12 +118,17 @@ def _clip_masks(samples: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------------- spatial
 class SpatialTransform(BagTransform):
-    """Rotation and scaling around the centre with batchgenerators' ``augment_spatial`` (no elastic
-    deformation, no crop: output shape = input shape), linear interpolation for every channel, the
-    border replicated (``nearest``: the global volume is padded with air, a patch continues its
-    tissue). ``rotation_rad`` is ``[[lo, hi]] * 3`` for the (z, y, x) array axes; angle i rotates
-    around axis i. ``dummy_2d``: every plane across ``thick_axis`` gets the same in-plane rotation
-    (angle range ``rotation_rad[thick_axis]``) and scaling; nothing mixes slices."""
+    """Rotation and scaling around the centre (no elastic deformation, no crop: output shape = input
+    shape), linear interpolation for every channel, the border replicated (``nearest``: the global
+    volume is padded with air, a patch continues its tissue). ``rotation_rad`` is ``[[lo, hi]] * 3``
+    for the (z, y, x) array axes; angle i rotates around axis i. ``dummy_2d``: every plane across
+    ``thick_axis`` gets the same in-plane rotation (angle range ``rotation_rad[thick_axis]``) and
+    scaling; nothing mixes slices.
+
+    The parameters are drawn exactly as batchgenerators' ``augment_spatial`` draws them (same
+    numpy calls in the same order, so a seed gives the same rotations); the resampling runs in torch
+    (:func:`~glmil_auto.training.torch_resampling.affine_resample`, 4x faster), and only for the
+    samples that were drawn a rotation or a scaling."""
 
     def __init__(self, target: str, rotation_rad: Sequence[Sequence[float]], scale: Sequence[float],
                  dummy_2d: bool = False, thick_axis: int | None = None,
@@ -130,32 +144,51 @@ class SpatialTransform(BagTransform):
             raise ValueError("dummy_2d needs the thick axis (0, 1 or 2)")
         self.p_rotation, self.p_scale = float(p_rotation), float(p_scale)
 
-    def _augment_spatial(self, data: np.ndarray, patch_size: tuple[int, ...], angles: dict[str, tuple]) -> np.ndarray:
-        out, _ = augment_spatial(
-            data, None, patch_size, do_elastic_deform=False,
-            do_rotation=self.p_rotation > 0, **angles,
-            do_scale=self.p_scale > 0, scale=self.scale,
-            border_mode_data="nearest", order_data=1, random_crop=False,
-            p_rot_per_sample=self.p_rotation, p_scale_per_sample=self.p_scale,
-        )
-        return out
+    def draw_matrix(self) -> np.ndarray | None:
+        """One sample's (3, 3) voxel-space matrix (input = matrix @ output offset), or None when
+        neither a rotation nor a scaling was drawn. batchgenerators' draw order and distributions:
+        per-axis angles uniform in their ranges; the scale from [lo, 1) or [1, hi] with equal odds."""
+        matrix, modified = np.eye(2 if self.dummy_2d else 3), False
+        if self.p_rotation > 0 and np.random.uniform() < self.p_rotation:
+            if self.dummy_2d:
+                np.random.uniform()  # batchgenerators' per-axis probability draw (p = 1)
+                matrix = rotation_matrix_2d(np.random.uniform(*self.rotation_rad[self.thick_axis]))
+            else:
+                angles = []
+                for axis in range(3):
+                    np.random.uniform()  # batchgenerators' per-axis probability draw (p = 1)
+                    angles.append(np.random.uniform(*self.rotation_rad[axis]))
+                matrix = rotation_matrix_3d(*angles)
+            modified = True
+        if self.p_scale > 0 and np.random.uniform() < self.p_scale:
+            lo, hi = self.scale
+            if np.random.random() < 0.5 and lo < 1:
+                factor = np.random.uniform(lo, 1)
+            else:
+                factor = np.random.uniform(max(lo, 1), hi)
+            matrix = matrix * factor
+            modified = True
+        if not modified:
+            return None
+        if self.dummy_2d:  # in-plane matrix, identity on the thick axis
+            inplane = [a for a in range(3) if a != self.thick_axis]
+            full = np.eye(3)
+            full[np.ix_(inplane, inplane)] = matrix
+            matrix = full
+        return matrix
 
     def augment(self, samples: np.ndarray) -> np.ndarray:
         if self.p_rotation <= 0 and self.p_scale <= 0:
             return samples
+        matrices = [self.draw_matrix() for _ in range(samples.shape[0])]
+        chosen = [i for i, matrix in enumerate(matrices) if matrix is not None]
+        if not chosen:
+            return samples
         m, g, c1, *spatial = samples.shape
-        data = np.ascontiguousarray(samples.reshape(m, g * c1, *spatial), dtype=np.float32)
-        if self.dummy_2d:
-            t = self.thick_axis
-            moved = np.moveaxis(data, 2 + t, 2)  # (M, G*C1, T, a, b)
-            thick, inplane = moved.shape[2], tuple(moved.shape[3:])
-            slices = np.ascontiguousarray(moved).reshape(m, g * c1 * thick, *inplane)
-            out = self._augment_spatial(slices, inplane, {"angle_x": self.rotation_rad[t]})
-            out = np.moveaxis(out.reshape(m, g * c1, thick, *inplane), 2, 2 + t)
-        else:
-            r = self.rotation_rad
-            out = self._augment_spatial(data, tuple(spatial), {"angle_x": r[0], "angle_y": r[1], "angle_z": r[2]})
-        return _clip_masks(np.ascontiguousarray(out, dtype=np.float32).reshape(m, g, c1, *spatial))
+        data = samples[chosen].reshape(len(chosen), g * c1, *spatial)
+        resampled = affine_resample(data, np.stack([matrices[i] for i in chosen]))
+        samples[chosen] = resampled.reshape(len(chosen), g, c1, *spatial)
+        return _clip_masks(samples)
 
 
 class MirrorTransform(BagTransform):
@@ -254,8 +287,10 @@ class ContrastTransform(IntensityTransform):
 
 
 class LowResolutionTransform(IntensityTransform):
-    """Simulated low resolution: nearest-neighbour downsampling by ``zoom``, cubic upsampling back
-    (nnU-Net's settings); the thick axis is left alone when ``dummy_2d``."""
+    """Simulated low resolution: nearest-neighbour downsampling by a zoom drawn from ``zoom``, linear
+    upsampling back (:func:`~glmil_auto.training.torch_resampling.simulate_low_resolution`, as
+    nnU-Net v2's batchgeneratorsv2; batchgenerators' cubic spline upsampling cost 8-30x more);
+    the thick axis is left alone when ``dummy_2d``."""
 
     def __init__(self, target: str, zoom: Sequence[float], dummy_2d: bool = False, thick_axis: int | None = None,
                  p_per_sample: float = DEFAULT_PROBABILITIES["low_resolution"],
@@ -265,8 +300,7 @@ class LowResolutionTransform(IntensityTransform):
         self.ignore_axes = (int(thick_axis),) if dummy_2d and thick_axis is not None else None
 
     def apply(self, channel: np.ndarray) -> np.ndarray:
-        return augment_linear_downsampling_scipy(channel, zoom_range=self.zoom, per_channel=False, p_per_channel=1.0,
-                                                 order_downsample=0, order_upsample=3, ignore_axes=self.ignore_axes)
+        return simulate_low_resolution(channel, np.random.uniform(*self.zoom), self.ignore_axes or ())
 
 
 class GammaTransform(IntensityTransform):
@@ -391,10 +425,12 @@ def get_validation_transforms(plans: dict[str, Any]) -> Compose:
 
 # ---------------------------------------------------------------------- augmenter
 def default_num_processes() -> int:
-    """``glmil_n_proc_DA`` when set, else the CPUs this process may use: with a GPU all but two
+    """``glmil_n_proc_DA`` when set, else from the CPUs this process may use: with a GPU all but two
     (at most 12, nnU-Net's choice: the GPU is fast and the loader must keep up); on a CPU-only
-    machine half of them (at most 4), because the training step itself needs the cores, so a
-    2-core machine runs one augmentation worker and a 1-core machine none (in-process)."""
+    machine a quarter of them (at most 4), and none (in-process) up to 3 cores. On the CPU the
+    training step itself runs on every core, and augmenting a batch costs about 2 % of a step
+    (benchmarks/train.py); on 2 cores a worker process slows training down by competing for the
+    cores (87 % of the model-alone rate with one worker, 100 % in-process)."""
     value = os.environ.get(NUM_PROCESSES_ENV)
     if value not in (None, ""):
         try:
@@ -414,7 +450,7 @@ def default_num_processes() -> int:
         gpu = torch.cuda.is_available()
     except ImportError:
         gpu = False
-    return min(12, max(1, cores - 2)) if gpu else min(4, cores // 2)
+    return min(12, max(1, cores - 2)) if gpu else min(4, cores // 4)
 
 
 def worker_seeds(seed: int, num_processes: int) -> list[int]:
@@ -486,6 +522,6 @@ def make_augmenter(loader: Any, transforms: Any, num_processes: int | None = Non
     if n == 0:
         return SeededSingleThreadedAugmenter(loader, transforms, worker_seeds(seed, 1)[0])
     use_fork_safe_blosc2()  # the workers are forked: see its docstring
-    return WatchedMultiThreadedAugmenter(loader, transforms, n, num_cached_per_queue=num_cached_per_queue,
+    return WatchedMultiThreadedAugmenter(loader, OneTorchThreadPerWorker(transforms), n, num_cached_per_queue=num_cached_per_queue,
                                          seeds=worker_seeds(seed, n), pin_memory=False, wait_time=wait_time,
                                          stall_timeout=stall_timeout)
