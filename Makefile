@@ -12,6 +12,8 @@ INSTALLED := $(VENV)/.glmil_auto_installed
 NP ?= 2
 DEMO_TRAINER ?= GLMILTrainer_demo
 FOLDS ?= 0 1 2 3 4
+DEMO_RAW := $(or $(glmil_raw),glmil_data/raw)/Dataset001_SynthBrainMets
+DEMO_OUT ?= glmil_data/demo_predictions
 PYTEST_ARGS ?=
 
 .PHONY: install demo test clean-demo
@@ -31,6 +33,9 @@ demo: $(INSTALLED)
 	$(BIN)/glmil_verify_dataset -d 1 -np $(NP)
 	$(BIN)/glmil_plan_and_preprocess -d 1 -np $(NP)
 	for fold in $(FOLDS); do $(BIN)/glmil_train 1 $$fold -tr $(DEMO_TRAINER) -device cpu || exit 1; done
+	$(BIN)/glmil_predict -d 1 -tr $(DEMO_TRAINER) -i $(DEMO_RAW)/imagesTs -m $(DEMO_RAW)/labelsTs \
+		-c $(DEMO_RAW)/clinicalTs.csv -o $(DEMO_OUT) -npp 1 -device cpu
+	$(BIN)/glmil_evaluate_predictions -d 1 -i $(DEMO_OUT)/predictions.csv
 
 test: $(INSTALLED)
 	$(PYTHON) -m pytest $(PYTEST_ARGS)

@@ -189,6 +189,7 @@ class GLMILTrainer:
         self.output_folder.mkdir(parents=True, exist_ok=True)
         if self.is_main:
             write_json_atomic(self.output_folder / "debug.json", self._debug_info())
+            self.write_model_folder_files()
         while self.current_epoch < self.num_epochs:
             epoch, started = self.current_epoch, time.perf_counter()
             self.network.train()
@@ -266,6 +267,7 @@ class GLMILTrainer:
             self.load_checkpoint(self.output_folder / checkpoint, weights_only_network=True)
         metrics, predictions = self.validate()
         if self.is_main:
+            self.write_model_folder_files()
             folder = self.output_folder / "validation"
             folder.mkdir(parents=True, exist_ok=True)
             table = self.table.loc[predictions["case_id"]]
@@ -318,6 +320,16 @@ class GLMILTrainer:
                 logger.info("resuming from %s at epoch %d", path, self.current_epoch)
                 return
         logger.info("no checkpoint in %s: starting from scratch", self.output_folder)
+
+    def write_model_folder_files(self) -> None:
+        """plans.json, dataset.json and dataset_fingerprint.json beside the fold folders (as nnU-Net),
+        so that the model folder alone suffices to predict (``glmil_predict_from_modelfolder``)."""
+        model_folder = self.output_folder.parent
+        write_json_atomic(model_folder / "plans.json", self.plans)
+        for name in ("dataset.json", "dataset_fingerprint.json"):
+            source = self.preprocessed / name
+            if source.is_file():
+                write_json_atomic(model_folder / name, json.loads(source.read_text()))
 
     def _debug_info(self) -> dict[str, Any]:
         return {"trainer": type(self).__name__, "dataset": self.dataset_name, "fold": self.fold,

@@ -202,6 +202,8 @@ class GLMILPlanner:
             entry: dict[str, Any] = {"name": name, "type": kind}
             if kind == "numeric":
                 entry.update(mean=summary.get("mean") or 0.0, std=summary.get("std") or 1.0)
+                # the range training saw: prediction warns about values outside it
+                entry.update(min=summary.get("min"), max=summary.get("max"))
             elif kind == "categorical":
                 entry["categories"] = sorted(summary.get("categories", {}))
             features.append(entry)

@@ -1,0 +1,73 @@
+"""Reading new cases for prediction from any pair of folders (nnU-Net's ``-i`` layout).
+
+``IMAGES`` holds ``{case}_{cccc}{file_ending}`` (one file per channel, as imagesTr), ``MASKS``
+holds ``{case}{file_ending}`` lesion masks (label maps; the union of the dataset's
+``lesion_labels`` is the lesion mask, as in training). A raw dataset's imagesTs/labelsTs are such
+a pair. Problems name the case and the file (:class:`~glmil_auto.dataset.problems.DatasetError`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from glmil_auto.dataset.dataset_json import DatasetSpec
+from glmil_auto.dataset.image_io import Geometry, geometry_mismatches, read_image
+from glmil_auto.dataset.layout import scan_image_files
+from glmil_auto.dataset.problems import DatasetError, error
+
+
+def list_prediction_cases(images_folder: str | Path, spec: DatasetSpec) -> list[str]:
+    """Case ids with at least one channel file in ``images_folder``, sorted. Cases with missing
+    channels are listed too (reading them raises the error naming the missing file)."""
+    folder = Path(images_folder)
+    if not folder.is_dir():
+        raise DatasetError(error("the input image folder does not exist", file=str(folder)))
+    channels_by_case, _ = scan_image_files(folder, spec.file_ending)
+    return sorted(channels_by_case)
+
+
+def channel_files(images_folder: Path, case: str, spec: DatasetSpec) -> list[Path]:
+    return [Path(images_folder) / f"{case}_{channel:04d}{spec.file_ending}" for channel in sorted(spec.channel_names)]
+
+
+def mask_file(masks_folder: Path, case: str, spec: DatasetSpec) -> Path:
+    return Path(masks_folder) / f"{case}{spec.file_ending}"
+
+
+def read_prediction_case(images_folder: str | Path, masks_folder: str | Path, case: str, spec: DatasetSpec
+                         ) -> tuple[np.ndarray, np.ndarray, Geometry]:
+    """Images ``(C, Z, Y, X)`` float32, the lesion mask ``(Z, Y, X)`` bool and the geometry.
+
+    Raises :class:`DatasetError` naming the case and file for a missing channel or mask, a
+    corrupt file, or a channel or mask whose geometry differs from the first channel's."""
+    paths = channel_files(Path(images_folder), case, spec)
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise DatasetError([error(f"channel {p.name[len(case) + 1:len(case) + 5]} "
+                                  f"({spec.channel_names[int(p.name[len(case) + 1:len(case) + 5])]}) is missing",
+                                  case=case, file=str(p)) for p in missing])
+    arrays, reference = [], None
+    for path in paths:
+        array, geometry = read_image(path, case)
+        if reference is None:
+            reference = geometry
+        else:
+            _check_same_geometry(reference, geometry, case, path, "channel")
+        arrays.append(array.astype(np.float32, copy=False))
+    path = mask_file(Path(masks_folder), case, spec)
+    if not path.is_file():
+        raise DatasetError(error("the lesion mask is missing", case=case, file=str(path)))
+    label, label_geometry = read_image(path, case)
+    _check_same_geometry(reference, label_geometry, case, path, "lesion mask")
+    if not np.issubdtype(label.dtype, np.integer) and not np.array_equal(label, np.round(label)):
+        raise DatasetError(error("the lesion mask holds non-integer values", case=case, file=str(path)))
+    return np.stack(arrays), np.isin(label.astype(np.int64, copy=False), spec.lesion_labels), reference
+
+
+def _check_same_geometry(reference: Geometry, other: Geometry, case: str, path: Path, what: str) -> None:
+    differences = geometry_mismatches(reference, other)
+    if differences:
+        raise DatasetError(error(f"the {what}'s geometry differs from the first channel's: " + "; ".join(differences),
+                                 case=case, file=str(path)))

@@ -1,0 +1,361 @@
+"""``GLMILPredictor``: the fold ensemble of a trained model folder applied to new cases.
+
+Per case: the raw images and lesion mask go through the exact preprocessing of training
+(:class:`~glmil_auto.preprocessing.case_preprocessor.CasePreprocessor` with the model's plans);
+every fold's network reads one batch holding the mirror test-time-augmentation variants and the
+leave-one-lesion-out bags; the folds are ensembled (binary endpoints: mean probability; survival
+endpoints: mean of the per-fold standardised log-risks, see
+:mod:`glmil_auto.inference.risk_groups`). Each case is predicted on its own, so a case gets the
+same numbers whether it is predicted alone or among others.
+
+Outputs of :meth:`GLMILPredictor.predict_from_files` in ``OUT``:
+
+- ``predictions.csv``: ``case_id``, one probability column per binary endpoint,
+  ``<endpoint>_risk`` and ``<endpoint>_risk_group`` per survival endpoint;
+- ``<case>.json``: the same numbers, each fold's, the lesion table (world centroid in mm,
+  volume, attention weight and leave-one-out contribution per endpoint), the expert gate weights,
+  and the warnings about the case's inputs;
+- ``<case>_<endpoint>_gradcam.nii.gz`` with ``save_gradcam``: the global encoder's Grad-CAM in the
+  input image's geometry;
+- ``plans.json``, ``prediction_settings.json`` (command line, model folder, folds, checkpoint,
+  TTA, risk scales) and, when cases failed, ``failed_cases.json``.
+
+A case's JSON is written last (atomically), so it marks the case as done for
+``continue_prediction``; ``predictions.csv`` is rebuilt from the case JSONs at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from glmil_auto.dataset.dataset_json import DatasetSpec
+from glmil_auto.dataset.image_io import Geometry, write_image
+from glmil_auto.inference.case_reader import list_prediction_cases, read_prediction_case
+from glmil_auto.inference.clinical_inputs import ClinicalInputs
+from glmil_auto.inference.model_folder import DEFAULT_CHECKPOINT, open_model_folder
+from glmil_auto.inference.risk_groups import assign_risk_groups, fit_risk_scales, read_oof_tables
+from glmil_auto.inference.test_time_augmentation import (
+    concatenate_batches,
+    leave_one_out_batches,
+    mirror_case_batch,
+    mirror_variants,
+)
+from glmil_auto.model import build_network
+from glmil_auto.model.network import GLMILMoE
+from glmil_auto.preprocessing.case_preprocessor import CasePreprocessor
+from glmil_auto.training.bag_collation import collate_bags, instance_descriptors
+from glmil_auto.training.checkpointing import load_checkpoint
+from glmil_auto.utilities.atomic_files import write_csv_atomic, write_json_atomic
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PreprocessedCase:
+    case_id: str
+    global_array: np.ndarray  # (C+1, Z, Y, X)
+    local_array: np.ndarray  # (N, S, C+1, pz, py, px)
+    properties: dict[str, Any]
+
+
+@dataclass
+class CasePrediction:
+    case_id: str
+    row: dict[str, Any]  # the predictions.csv row
+    per_fold: dict[str, dict[str, float]]  # fold -> probability / log-risk per endpoint
+    lesions: list[dict[str, Any]]
+    gate_weights: dict[str, list[float]]
+    warnings: list[str] = field(default_factory=list)
+    gradcam: dict[str, np.ndarray] = field(default_factory=dict)  # endpoint -> map in the input's geometry
+    properties: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        props = self.properties
+        return {"case_id": self.case_id, "predictions": {k: v for k, v in self.row.items() if k != "case_id"},
+                "per_fold": self.per_fold, "lesions": self.lesions, "gate_weights": self.gate_weights,
+                "n_lesions": props.get("n_lesions"), "n_instances": props.get("n_instances"),
+                "dropped_lesion_labels": props.get("dropped_lesion_labels", []), "warnings": self.warnings}
+
+
+def preprocess_files(images_folder: str, masks_folder: str, case: str, spec: DatasetSpec,
+                     plans: dict[str, Any]) -> PreprocessedCase:
+    """Read one case from the input folders and preprocess it as in training (runs in workers)."""
+    images, mask, geometry = read_prediction_case(images_folder, masks_folder, case, spec)
+    global_array, local_array, properties = CasePreprocessor(plans).run_case(images, mask, geometry, case)
+    return PreprocessedCase(case, global_array, local_array, properties)
+
+
+def _preprocess_or_error(*args: Any) -> PreprocessedCase | BaseException:
+    try:
+        return preprocess_files(*args)
+    except Exception as exc:  # noqa: BLE001 - one bad case must not stop the others; reported by the caller
+        return exc
+
+
+def _init_worker() -> None:
+    import SimpleITK as sitk
+
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    torch.set_num_threads(1)
+
+
+class GLMILPredictor:
+    """The folds of one model folder, ready to predict (``folds=None``: every trained fold)."""
+
+    def __init__(self, model_folder: str | Path, folds: Sequence[int | str] | None = None,
+                 checkpoint_name: str = DEFAULT_CHECKPOINT, device: str | torch.device | None = None,
+                 use_tta: bool = True):
+        self.model = open_model_folder(model_folder, folds, checkpoint_name)
+        self.plans, self.spec = self.model.plans, self.model.spec
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.use_amp = self.device.type == "cuda"
+        self.networks: dict[str, GLMILMoE] = {fold: self._load_network(fold) for fold in self.model.folds}
+        self.endpoints = self.plans["endpoints"]
+        self.binary = [e["name"] for e in self.endpoints if e["type"] == "binary"]
+        self.survival = [e["name"] for e in self.endpoints if e["type"] == "survival"]
+        augmentation = self.plans["training"]["augmentation"]
+        self.variants = mirror_variants(augmentation["global"].get("mirror_axes", []),
+                                        augmentation["local"].get("mirror_axes", []), enabled=use_tta)
+        self.preprocessor = CasePreprocessor(self.plans)
+        self.risk_scales = self._risk_scales()
+
+    # ------------------------------------------------------------------ setup
+    def _load_network(self, fold: str) -> GLMILMoE:
+        content = load_checkpoint(self.model.checkpoint(fold), map_location="cpu")
+        mode = content.get("metadata", {}).get("network_mode", "full")
+        network = build_network(json.loads(content["plans"]), mode=mode)
+        network.load_state_dict(content["network"])
+        return network.to(self.device).eval()
+
+    def _risk_scales(self) -> dict[str, dict]:
+        if not self.survival:
+            return {}
+        files = {fold: self.model.validation_predictions(fold) for fold in self.model.folds}
+        scales = fit_risk_scales(read_oof_tables(files), self.survival)
+        record = {"checkpoint": self.model.checkpoint_name, "folds": self.model.folds, "endpoints": scales}
+        try:  # stored with the model, for the record; a read-only copy still predicts
+            write_json_atomic(self.model.path / "risk_groups.json", record)
+        except OSError:
+            pass
+        return scales
+
+    # ------------------------------------------------------------------ one case
+    def preprocess_case(self, images: np.ndarray, lesion_mask: np.ndarray, geometry: Geometry,
+                        case_id: str) -> PreprocessedCase:
+        return PreprocessedCase(case_id, *self.preprocessor.run_case(images, lesion_mask, geometry, case_id))
+
+    def case_batch(self, case: PreprocessedCase, clinical_values: np.ndarray, clinical_categories: np.ndarray
+                   ) -> dict[str, np.ndarray]:
+        """The network's batch of one case (B = 1), as the training loader builds it."""
+        batch = collate_bags([case.global_array], [case.local_array],
+                             [instance_descriptors(case.properties, case.case_id)])
+        batch["clinical_values"] = np.asarray(clinical_values, dtype=np.float32).reshape(1, -1)
+        batch["clinical_categories"] = np.asarray(clinical_categories, dtype=np.int64).reshape(1, -1)
+        return batch
+
+    def _forward(self, network: GLMILMoE, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        tensors = {key: torch.as_tensor(value).to(self.device) for key, value in batch.items()}
+        dtype = torch.bfloat16 if self.use_amp and torch.cuda.is_bf16_supported() else torch.float16
+        with torch.no_grad(), torch.autocast(self.device.type, dtype=dtype, enabled=self.use_amp):
+            output = network(tensors)
+
+        def cpu(values: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+            return {k: v.float().cpu().numpy() for k, v in values.items()}
+
+        return {"logits": cpu(output.logits), "log_risks": cpu(output.log_risks),
+                "attention": cpu(output.attention), "gate_weights": cpu(output.gate_weights)}
+
+    def predict_case(self, case: PreprocessedCase, clinical_values: np.ndarray, clinical_categories: np.ndarray,
+                     gradcam_endpoints: Sequence[str] = (), warnings: Sequence[str] = ()) -> CasePrediction:
+        """Ensemble prediction of one preprocessed case (see the module docstring)."""
+        batch = self.case_batch(case, clinical_values, clinical_categories)
+        variants = [mirror_case_batch(batch, v) for v in self.variants]
+        left_out = leave_one_out_batches(batch)
+        full = concatenate_batches(variants + left_out)
+        v, n = len(variants), len(left_out)
+        per_fold: dict[str, dict[str, float]] = {}
+        attention = {e["name"]: np.zeros(n) for e in self.endpoints}
+        contribution = {e["name"]: np.zeros(n) for e in self.endpoints}
+        gates: dict[str, np.ndarray] = {}
+        ensemble = {name: 0.0 for name in self.binary + self.survival}
+        for fold, network in self.networks.items():
+            out = self._forward(network, full)
+            fold_values = {}
+            for name in self.binary:
+                p = 1.0 / (1.0 + np.exp(-out["logits"][name].astype(np.float64)))
+                fold_values[name] = float(p[:v].mean())
+                ensemble[name] += fold_values[name] / len(self.networks)
+                contribution[name] += (p[0] - p[v:]) / len(self.networks)
+            for name in self.survival:
+                r = out["log_risks"][name].astype(np.float64)
+                scale = self.risk_scales[name]["folds"][fold]
+                fold_values[f"{name}_log_risk"] = float(r[:v].mean())
+                ensemble[name] += (r[:v].mean() - scale["mean"]) / scale["std"] / len(self.networks)
+                contribution[name] += (r[0] - r[v:]) / scale["std"] / len(self.networks)
+            for name, weights in out["attention"].items():
+                attention[name] += weights[:v, :n].mean(axis=0) / len(self.networks)
+            for name, weights in out["gate_weights"].items():
+                gates[name] = gates.get(name, 0.0) + weights[:v].mean(axis=0) / len(self.networks)
+            per_fold[fold] = fold_values
+        row: dict[str, Any] = {"case_id": case.case_id}
+        for name in self.binary:
+            row[name] = float(ensemble[name])
+        for name in self.survival:
+            row[f"{name}_risk"] = float(ensemble[name])
+            row[f"{name}_risk_group"] = assign_risk_groups([ensemble[name]], self.risk_scales[name]["cutoffs"])[0]
+        prediction = CasePrediction(case.case_id, row, per_fold, self._lesion_table(case, attention, contribution),
+                                    {k: [float(x) for x in w] for k, w in gates.items()}, list(warnings),
+                                    properties=case.properties)
+        if gradcam_endpoints:
+            prediction.gradcam = self.gradcam(case, batch, gradcam_endpoints)
+        return prediction
+
+    def _lesion_table(self, case: PreprocessedCase, attention: dict[str, np.ndarray],
+                      contribution: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+        original = Geometry.from_dict(case.properties["original_geometry"])
+        table = []
+        for lesion in case.properties.get("lesions", []):
+            index = lesion.get("instance_index")
+            world = [float(x) for x in lesion["centroid_world_mm"]]
+            table.append({
+                "label": lesion["label"],
+                "centroid_world_mm": world,
+                "centroid_voxel_zyx": [round(float(x), 2) for x in original.world_to_index(np.asarray(world))],
+                "volume_mm3": float(lesion["volume_mm3"]),
+                "depth_below_head_surface_mm": float(lesion["depth_below_head_surface_mm"]),
+                "kept": bool(lesion.get("kept")),
+                "attention": {k: float(w[index]) for k, w in attention.items()} if index is not None else None,
+                "contribution": {k: float(c[index]) for k, c in contribution.items()} if index is not None else None,
+            })
+        return table
+
+    def gradcam(self, case: PreprocessedCase, batch: dict[str, np.ndarray], endpoints: Sequence[str]
+                ) -> dict[str, np.ndarray]:
+        """Fold-averaged Grad-CAM of the global encoder per endpoint, in the input image's geometry."""
+        from glmil_auto.inference.gradcam import global_gradcam, gradcam_in_image_geometry
+
+        tensors = {key: torch.as_tensor(value).to(self.device) for key, value in batch.items()}
+        global_geometry = Geometry.from_dict(case.properties["global_geometry"])
+        original = Geometry.from_dict(case.properties["original_geometry"])
+        maps = {}
+        for endpoint in endpoints:
+            cam = np.mean([global_gradcam(network, tensors, endpoint)[0] for network in self.networks.values()], axis=0)
+            maps[endpoint] = gradcam_in_image_geometry(cam, global_geometry, original)
+        return maps
+
+    # ------------------------------------------------------------------ folders
+    def predict_from_files(self, images_folder: str | Path, masks_folder: str | Path, output_folder: str | Path,
+                           clinical_file: str | Path | None = None, save_gradcam: bool = False,
+                           continue_prediction: bool = False, num_processes: int = 0, progress: bool = True,
+                           command_line: Sequence[str] | None = None) -> tuple[pd.DataFrame, dict[str, str]]:
+        """Predict every case of ``images_folder``; returns the predictions table and the failed
+        cases (case -> error). See the module docstring for what is written."""
+        out = Path(output_folder)
+        out.mkdir(parents=True, exist_ok=True)
+        cases = list_prediction_cases(images_folder, self.spec)
+        clinical = ClinicalInputs(clinical_file, self.spec, self.plans["clinical"]["features"])
+        gradcam_endpoints = [e["name"] for e in self.endpoints] if save_gradcam else []
+        if gradcam_endpoints and not all(network.use_global for network in self.networks.values()):
+            logger.warning("no Grad-CAM maps: the model (%s) has no global branch", self.model.path)
+            gradcam_endpoints = []
+        write_json_atomic(out / "plans.json", self.plans)
+        write_json_atomic(out / "prediction_settings.json", self._settings(images_folder, masks_folder, clinical_file,
+                                                                           save_gradcam, command_line))
+        todo = [c for c in cases if not (continue_prediction and self._is_done(out, c, gradcam_endpoints))]
+        if len(todo) < len(cases):
+            logger.info("continuing: %d of %d cases already predicted in %s", len(cases) - len(todo), len(cases), out)
+        failures: dict[str, str] = {}
+        bar = tqdm(total=len(todo), desc="predicting", unit="case", disable=not progress)
+        for case_id, result in self._preprocessed(todo, images_folder, masks_folder, num_processes):
+            try:
+                if isinstance(result, BaseException):
+                    raise result
+                values, categories, warnings = clinical.encode(case_id)
+                for message in warnings:
+                    logger.warning("case %s: %s", case_id, message)
+                prediction = self.predict_case(result, values, categories, gradcam_endpoints, warnings)
+                self._write_case(out, prediction)
+            except Exception as exc:  # noqa: BLE001 - reported per case; the other cases go on
+                failures[case_id] = str(exc)
+                logger.error("case %s was not predicted: %s", case_id, exc)
+            bar.update()
+        bar.close()
+        frame = self._collect(out, cases)
+        if failures:
+            write_json_atomic(out / "failed_cases.json", failures)
+        else:
+            (out / "failed_cases.json").unlink(missing_ok=True)
+        return frame, failures
+
+    def _preprocessed(self, cases: list[str], images_folder: str | Path, masks_folder: str | Path,
+                      num_processes: int) -> Iterator[tuple[str, PreprocessedCase | BaseException]]:
+        """Preprocessed cases in order; with workers, at most 2 per worker in flight (bounded memory)."""
+        args = (str(images_folder), str(masks_folder))
+        if num_processes <= 0 or len(cases) <= 1:
+            for case in cases:
+                yield case, _preprocess_or_error(*args, case, self.spec, self.plans)
+            return
+        context = multiprocessing.get_context("spawn")  # no fork after threads (torch, SimpleITK)
+        with ProcessPoolExecutor(num_processes, mp_context=context, initializer=_init_worker) as pool:
+            pending: list[tuple[str, Future]] = []
+            queue = list(cases)
+            while queue or pending:
+                while queue and len(pending) < 2 * num_processes:
+                    case = queue.pop(0)
+                    pending.append((case, pool.submit(_preprocess_or_error, *args, case, self.spec, self.plans)))
+                case, future = pending.pop(0)
+                yield case, future.result()
+
+    def _is_done(self, out: Path, case: str, gradcam_endpoints: Sequence[str]) -> bool:
+        return (out / f"{case}.json").is_file() and all(
+            (out / f"{case}_{e}_gradcam{self.spec.file_ending}").is_file() for e in gradcam_endpoints)
+
+    def _write_case(self, out: Path, prediction: CasePrediction) -> None:
+        original = Geometry.from_dict(prediction.properties["original_geometry"])
+        files = {}
+        for endpoint, array in prediction.gradcam.items():
+            path = out / f"{prediction.case_id}_{endpoint}_gradcam{self.spec.file_ending}"
+            write_image(array.astype(np.float32), original, path)
+            files[endpoint] = path.name
+        content = prediction.to_json()
+        content["gradcam_files"] = files
+        write_json_atomic(out / f"{prediction.case_id}.json", content)
+
+    def prediction_columns(self) -> list[str]:
+        columns = ["case_id", *self.binary]
+        for name in self.survival:
+            columns += [f"{name}_risk", f"{name}_risk_group"]
+        return columns
+
+    def _collect(self, out: Path, cases: list[str]) -> pd.DataFrame:
+        rows = []
+        for case in cases:
+            path = out / f"{case}.json"
+            if path.is_file():
+                rows.append({"case_id": case, **json.loads(path.read_text())["predictions"]})
+        columns = self.prediction_columns()
+        write_csv_atomic(out / "predictions.csv", columns, rows)
+        return pd.DataFrame(rows, columns=columns)
+
+    def _settings(self, images_folder: Any, masks_folder: Any, clinical_file: Any, save_gradcam: bool,
+                  command_line: Sequence[str] | None) -> dict[str, Any]:
+        return {"command_line": list(command_line) if command_line else None,
+                "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "model_folder": str(self.model.path), "folds": self.model.folds,
+                "checkpoint": self.model.checkpoint_name, "device": str(self.device),
+                "test_time_mirroring": [[list(g), list(l)] for g, l in self.variants],
+                "images": str(images_folder), "masks": str(masks_folder),
+                "clinical": None if clinical_file is None else str(clinical_file), "save_gradcam": save_gradcam,
+                "risk_scales": self.risk_scales, "torch": torch.__version__}

@@ -1,0 +1,255 @@
+"""glmil_predict: the fold ensemble on the synthetic cohort's held-out centre, consistency
+(ensemble = mean of folds, alone = in a batch, workers = in-process, copied model folder), bad
+input per case, and continuing an interrupted prediction."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+
+from glmil_auto.experiment_planning.device_profile import DeviceProfile
+from glmil_auto.experiment_planning.fingerprint.extractor import DatasetFingerprintExtractor
+from glmil_auto.inference.entry_points import predict_entry, predict_from_modelfolder_entry
+from glmil_auto.inference.predictor import GLMILPredictor
+from glmil_auto.inference.risk_groups import assign_risk_groups, cutoffs_from_risks, fit_risk_scales
+from glmil_auto.inference.test_time_augmentation import mirror_case_batch, mirror_variants
+from glmil_auto.preprocessing.plan_and_preprocess import plan_and_preprocess
+from glmil_auto.synthetic import generate_synthetic_dataset
+from glmil_auto.training.run_training import run_training
+from glmil_auto.training.trainer import GLMILTrainer
+
+NAME = "Dataset001_SynthBrainMets"
+BINARY = ["local_failure", "distant_failure", "leptomeningeal_failure"]
+
+
+class PredictionTestTrainer(GLMILTrainer):
+    """Two short epochs: the tests need trained folds, not good ones."""
+
+    num_epochs = 2
+    iterations_per_epoch = 2
+    warmup_epochs = 1
+    initial_lr = 2e-3
+    num_augmentation_workers = 0
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("prediction")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(DatasetFingerprintExtractor, "total_foreground_samples", 2e5)
+        for name in ("raw", "preprocessed", "results"):
+            mp.setenv(f"glmil_{name}", str(root / name))
+        raw = generate_synthetic_dataset(root / "raw", n_train=20, n_test=5, n_centres=3, size=4.0, seed=5,
+                                         num_processes=1, progress=False)
+        plan_and_preprocess(1, num_processes=1, device=DeviceProfile("cpu", "cpu", 0.5, 2), progress=False)
+        for fold in (0, 1):
+            run_training(1, fold, "PredictionTestTrainer")
+        model = root / "results" / NAME / "PredictionTestTrainer__plans"
+        yield {"root": root, "raw": Path(raw), "model": model, "mp": mp}
+
+
+def predict(trained, out: Path, images: Path | None = None, masks: Path | None = None, **kwargs):
+    raw = trained["raw"]
+    predictor_args = {k: kwargs.pop(k) for k in ("folds", "use_tta") if k in kwargs}
+    predictor = GLMILPredictor(trained["model"], device="cpu", **predictor_args)
+    kwargs.setdefault("clinical_file", raw / "clinicalTs.csv")
+    return predictor.predict_from_files(images or raw / "imagesTs", masks or raw / "labelsTs", out, progress=False,
+                                        **kwargs)
+
+
+@pytest.fixture(scope="module")
+def ensemble(trained, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ensemble")
+    frame, failures = predict(trained, out, save_gradcam=True)
+    return out, frame, failures
+
+
+def test_the_held_out_centre_is_predicted_with_every_column(trained, ensemble):
+    out, frame, failures = ensemble
+    cases = sorted(p.name[: -len("_0000.nii.gz")] for p in (trained["raw"] / "imagesTs").glob("*_0000.nii.gz"))
+    assert failures == {} and len(cases) == 5
+    written = pd.read_csv(out / "predictions.csv")
+    assert list(written.columns) == ["case_id", *BINARY, "os_risk", "os_risk_group"]
+    assert list(written["case_id"]) == cases
+    assert ((written[BINARY] > 0) & (written[BINARY] < 1)).all().all()
+    assert np.isfinite(written["os_risk"]).all()
+    assert set(written["os_risk_group"]) <= {"low", "intermediate", "high"}
+    assert (out / "plans.json").is_file()
+    settings = json.loads((out / "prediction_settings.json").read_text())
+    assert settings["folds"] == ["0", "1"] and settings["test_time_mirroring"] == [[[], []], [[2], [2]]]
+    for case in cases:
+        content = json.loads((out / f"{case}.json").read_text())
+        assert content["n_lesions"] == len(content["lesions"])
+        kept = [lesion for lesion in content["lesions"] if lesion["kept"]]
+        assert len(kept) == content["n_instances"]
+        for endpoint in [*BINARY, "os"]:
+            weights = [lesion["attention"][endpoint] for lesion in kept]
+            if weights:
+                assert sum(weights) == pytest.approx(1.0, abs=1e-4)  # attention over the real lesions only
+            assert all(np.isfinite(lesion["contribution"][endpoint]) for lesion in kept)
+            assert sum(content["gate_weights"][endpoint]) == pytest.approx(1.0, abs=1e-4)
+        for lesion in content["lesions"]:
+            assert len(lesion["centroid_world_mm"]) == 3 and lesion["volume_mm3"] > 0
+
+
+def test_gradcam_maps_have_the_input_geometry(trained, ensemble):
+    out, _, _ = ensemble
+    case = json.loads((out / "predictions.csv").read_text().splitlines()[1].split(",")[0].join(['"', '"']))
+    image = sitk.ReadImage(str(trained["raw"] / "imagesTs" / f"{case}_0000.nii.gz"))
+    for endpoint in [*BINARY, "os"]:
+        cam = sitk.ReadImage(str(out / f"{case}_{endpoint}_gradcam.nii.gz"))
+        assert cam.GetSize() == image.GetSize()
+        np.testing.assert_allclose(cam.GetSpacing(), image.GetSpacing(), rtol=1e-6)
+        np.testing.assert_allclose(cam.GetOrigin(), image.GetOrigin(), atol=1e-4)
+        np.testing.assert_allclose(cam.GetDirection(), image.GetDirection(), atol=1e-6)
+        values = sitk.GetArrayFromImage(cam)
+        assert values.min() >= 0 and values.max() <= 1 + 1e-6
+
+
+def test_the_ensemble_is_the_mean_of_the_single_fold_runs(trained, ensemble, tmp_path):
+    _, frame, _ = ensemble
+    singles = [predict(trained, tmp_path / f"fold{f}", folds=[f])[0].set_index("case_id") for f in (0, 1)]
+    both = frame.set_index("case_id")
+    for column in [*BINARY, "os_risk"]:
+        np.testing.assert_allclose(both[column], (singles[0][column] + singles[1][column]) / 2, rtol=1e-5, atol=1e-7)
+    assert not np.allclose(singles[0]["local_failure"], singles[1]["local_failure"])  # the folds do differ
+
+
+def test_a_case_alone_gets_the_numbers_it_gets_in_a_batch(trained, ensemble, tmp_path):
+    _, frame, _ = ensemble
+    case = frame["case_id"].iloc[2]
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir(), masks.mkdir()
+    for path in (trained["raw"] / "imagesTs").glob(f"{case}_*.nii.gz"):
+        shutil.copy(path, images / path.name)
+    shutil.copy(trained["raw"] / "labelsTs" / f"{case}.nii.gz", masks / f"{case}.nii.gz")
+    alone, _ = predict(trained, tmp_path / "out", images, masks)
+    numeric = [*BINARY, "os_risk"]
+    np.testing.assert_allclose(alone[numeric].to_numpy(float), frame.loc[frame["case_id"] == case, numeric].to_numpy(float),
+                               rtol=1e-6, atol=1e-7)
+
+
+def test_preprocessing_workers_give_the_in_process_numbers(trained, ensemble, tmp_path):
+    _, frame, _ = ensemble
+    with_workers, failures = predict(trained, tmp_path / "npp", num_processes=2)
+    assert failures == {}
+    numeric = [*BINARY, "os_risk"]
+    np.testing.assert_allclose(with_workers[numeric].to_numpy(float), frame[numeric].to_numpy(float), rtol=1e-6, atol=1e-7)
+
+
+def test_a_copied_model_folder_predicts_on_a_clean_path(trained, ensemble, tmp_path, monkeypatch, capsys):
+    _, frame, _ = ensemble
+    copy = tmp_path / "elsewhere" / "my_model"
+    shutil.copytree(trained["model"], copy)
+    for name in ("raw", "preprocessed", "results"):  # nothing of the training machine is reachable
+        monkeypatch.setenv(f"glmil_{name}", str(tmp_path / "empty" / name))
+    raw = trained["raw"]
+    out = tmp_path / "out"
+    code = predict_from_modelfolder_entry(["-i", str(raw / "imagesTs"), "-l", str(raw / "labelsTs"), "-o", str(out),
+                                           "-m", str(copy), "-c", str(raw / "clinicalTs.csv"), "--no_progress",
+                                           "-device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    again = pd.read_csv(out / "predictions.csv")
+    numeric = [*BINARY, "os_risk"]
+    np.testing.assert_allclose(again[numeric].to_numpy(float), frame[numeric].to_numpy(float), rtol=1e-6, atol=1e-7)
+    assert json.loads((out / "prediction_settings.json").read_text())["command_line"][0] == "glmil_predict_from_modelfolder"
+
+
+def test_bad_cases_fail_alone_with_clear_errors_and_warnings(trained, tmp_path, capsys):
+    raw = trained["raw"]
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    shutil.copytree(raw / "imagesTs", images)
+    shutil.copytree(raw / "labelsTs", masks)
+    cases = sorted(p.name[: -len(".nii.gz")] for p in masks.glob("*.nii.gz"))
+    missing_channel, bad_mask, no_clinical, odd_clinical, good = cases
+    (images / f"{missing_channel}_0001.nii.gz").unlink()
+    mask = sitk.ReadImage(str(masks / f"{bad_mask}.nii.gz"))
+    mask.SetSpacing([s * 1.5 for s in mask.GetSpacing()])
+    sitk.WriteImage(mask, str(masks / f"{bad_mask}.nii.gz"))
+    table = pd.read_csv(raw / "clinicalTs.csv", dtype=str, keep_default_na=False)
+    table = table[table["case_id"] != no_clinical]
+    table.loc[table["case_id"] == odd_clinical, "age"] = "130"
+    table.loc[table["case_id"] == odd_clinical, "primary"] = "thyroid"
+    table.to_csv(tmp_path / "clinical.csv", index=False)
+    out = tmp_path / "out"
+    code = predict_entry(["-i", str(images), "-m", str(masks), "-o", str(out), "-d", "1", "-tr", "PredictionTestTrainer",
+                          "-c", str(tmp_path / "clinical.csv"), "--disable_tta", "--no_progress", "-device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 1
+    failed = json.loads((out / "failed_cases.json").read_text())
+    assert set(failed) == {missing_channel, bad_mask, no_clinical}
+    assert f"{missing_channel}_0001.nii.gz" in failed[missing_channel] and "missing" in failed[missing_channel]
+    assert "geometry" in failed[bad_mask] and f"{bad_mask}.nii.gz" in failed[bad_mask]
+    assert "no row in the clinical table" in failed[no_clinical] and "clinical.csv" in failed[no_clinical]
+    assert all(case in err for case in failed)
+    predicted = pd.read_csv(out / "predictions.csv")
+    assert sorted(predicted["case_id"]) == sorted([odd_clinical, good])
+    warnings = json.loads((out / f"{odd_clinical}.json").read_text())["warnings"]
+    assert any("'age' = 130 is outside the training range" in w for w in warnings)
+    assert any("'primary' = 'thyroid' was never seen" in w for w in warnings)
+    assert json.loads((out / f"{good}.json").read_text())["warnings"] == []
+
+
+def test_continue_prediction_skips_the_cases_already_written(trained, ensemble, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    shutil.copytree(ensemble[0], out)
+    first = sorted(out.glob("*_local_failure_gradcam.nii.gz"))[0].name.split("_local_failure")[0]
+    (out / f"{first}.json").unlink()  # as if interrupted before this case was written
+    calls = []
+    original = GLMILPredictor.predict_case
+
+    def counting(self, case, *args, **kwargs):
+        calls.append(case.case_id)
+        return original(self, case, *args, **kwargs)
+
+    monkeypatch.setattr(GLMILPredictor, "predict_case", counting)
+    frame, failures = predict(trained, out, save_gradcam=True, continue_prediction=True)
+    assert calls == [first] and failures == {} and len(frame) == 5
+    pd.testing.assert_frame_equal(frame, ensemble[1], rtol=1e-6)
+
+
+def test_model_folder_problems_are_clear(trained, tmp_path, capsys):
+    raw = trained["raw"]
+    args = ["-i", str(raw / "imagesTs"), "-m", str(raw / "labelsTs"), "-o", str(tmp_path / "o"), "-d", "1"]
+    assert predict_entry(args + ["-tr", "NoSuchTrainer"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert predict_entry(args + ["-tr", "PredictionTestTrainer", "-f", "3"]) == 2
+    assert "fold(s) ['3']" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- numerics
+def test_mirror_variants_and_mirroring():
+    assert mirror_variants([2], [2]) == [((), ()), ((2,), (2,))]
+    assert mirror_variants([2], [2], enabled=False) == [((), ())]
+    assert mirror_variants([0, 2], [2]) == [((), ()), ((0,), ()), ((2,), (2,)), ((0, 2), (2,))]
+    rng = np.random.default_rng(0)
+    batch = {"global": rng.normal(size=(1, 2, 3, 4, 5)), "instances": rng.normal(size=(1, 2, 2, 2, 3, 4, 5)),
+             "instance_mask": np.ones((1, 2), bool)}
+    flipped = mirror_case_batch(batch, ((2,), (0,)))
+    np.testing.assert_array_equal(flipped["global"], batch["global"][..., ::-1])
+    np.testing.assert_array_equal(flipped["instances"], batch["instances"][:, :, :, :, ::-1])
+    assert flipped["instance_mask"] is batch["instance_mask"]
+
+
+def test_risk_groups_from_out_of_fold_tertiles():
+    rng = np.random.default_rng(1)
+    tables = {"0": pd.DataFrame({"os_log_risk": rng.normal(3.0, 2.0, 300)}),
+              "1": pd.DataFrame({"os_log_risk": rng.normal(-1.0, 0.5, 300)})}
+    scales = fit_risk_scales(tables, ["os"])["os"]
+    assert scales["folds"]["0"]["mean"] == pytest.approx(tables["0"]["os_log_risk"].mean())
+    assert scales["folds"]["1"]["std"] == pytest.approx(tables["1"]["os_log_risk"].std(ddof=0))
+    pooled = np.concatenate([(t["os_log_risk"] - scales["folds"][f]["mean"]) / scales["folds"][f]["std"]
+                             for f, t in tables.items()])
+    groups = pd.Series(assign_risk_groups(pooled, scales["cutoffs"])).value_counts()
+    assert groups.to_dict() == pytest.approx({"low": 200, "intermediate": 200, "high": 200}, abs=1)
+    assert assign_risk_groups([-1.0, 0.0, 0.5, 1.0, 2.0], [0.0, 1.0]) == ["low", "intermediate", "intermediate",
+                                                                        "high", "high"]
+    assert cutoffs_from_risks(np.array([1.0, 2.0, 3.0, np.nan]), [0.5]) == [2.0]
+    with pytest.raises(ValueError, match="cut-offs need"):
+        assign_risk_groups([0.0], [0.0, 1.0], names=["a", "b"])
