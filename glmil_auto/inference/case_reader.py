@@ -43,11 +43,10 @@ def read_prediction_case(images_folder: str | Path, masks_folder: str | Path, ca
     Raises :class:`DatasetError` naming the case and file for a missing channel or mask, a
     corrupt file, or a channel or mask whose geometry differs from the first channel's."""
     paths = channel_files(Path(images_folder), case, spec)
-    missing = [p for p in paths if not p.is_file()]
+    missing = [error(f"channel {channel:04d} ({spec.channel_names[channel]}) is missing", case=case, file=str(path))
+               for channel, path in zip(sorted(spec.channel_names), paths) if not path.is_file()]
     if missing:
-        raise DatasetError([error(f"channel {p.name[len(case) + 1:len(case) + 5]} "
-                                  f"({spec.channel_names[int(p.name[len(case) + 1:len(case) + 5])]}) is missing",
-                                  case=case, file=str(p)) for p in missing])
+        raise DatasetError(missing)
     arrays, reference = [], None
     for path in paths:
         array, geometry = read_image(path, case)
