@@ -100,7 +100,7 @@ def test_the_held_out_centre_is_predicted_with_every_column(trained, ensemble):
 
 def test_gradcam_maps_have_the_input_geometry(trained, ensemble):
     out, _, _ = ensemble
-    case = json.loads((out / "predictions.csv").read_text().splitlines()[1].split(",")[0].join(['"', '"']))
+    case = pd.read_csv(out / "predictions.csv")["case_id"].iloc[0]
     image = sitk.ReadImage(str(trained["raw"] / "imagesTs" / f"{case}_0000.nii.gz"))
     for endpoint in [*BINARY, "os"]:
         cam = sitk.ReadImage(str(out / f"{case}_{endpoint}_gradcam.nii.gz"))

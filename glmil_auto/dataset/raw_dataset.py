@@ -22,7 +22,8 @@ import pandas as pd
 from glmil_auto.dataset import layout
 from glmil_auto.dataset.clinical_table import read_clinical_table
 from glmil_auto.dataset.dataset_json import DatasetSpec, load_dataset_json
-from glmil_auto.dataset.image_io import Geometry, geometry_mismatches, read_image
+from glmil_auto.dataset.case_files import check_same_geometry, read_channel_files, read_label_map
+from glmil_auto.dataset.image_io import Geometry
 from glmil_auto.dataset.problems import DatasetError, error
 from glmil_auto.paths import raw_dataset_folder
 
@@ -73,23 +74,11 @@ class RawDataset:
 
     def read_images(self, case: str, split: str | None = None) -> tuple[np.ndarray, Geometry]:
         """All channels of a case as one float32 ``(C, Z, Y, X)`` array and the first channel's geometry."""
-        arrays, reference = [], None
-        for path in self.image_files(case, split):
-            array, geometry = read_image(path, case)
-            if reference is None:
-                reference = geometry
-            else:
-                _raise_on_mismatch(reference, geometry, case, path)
-            arrays.append(array.astype(np.float32, copy=False))
-        return np.stack(arrays), reference
+        return read_channel_files(self.image_files(case, split), case)
 
     def read_label(self, case: str, split: str | None = None) -> tuple[np.ndarray, Geometry]:
         """The integer label map ``(Z, Y, X)`` and its geometry."""
-        path = self.label_file(case, split)
-        array, geometry = read_image(path, case)
-        if not np.issubdtype(array.dtype, np.integer) and not np.array_equal(array, np.round(array)):
-            raise DatasetError(error("label map holds non-integer values", case=case, file=str(path)))
-        return array.astype(np.int32, copy=False), geometry
+        return read_label_map(self.label_file(case, split), case)
 
     def read_lesion_mask(self, case: str, split: str | None = None) -> tuple[np.ndarray, Geometry]:
         """Boolean ``(Z, Y, X)`` lesion mask: the union of ``lesion_labels``."""
@@ -100,7 +89,7 @@ class RawDataset:
         """Images ``(C, Z, Y, X)``, lesion mask ``(Z, Y, X)`` and the shared geometry, checked to agree."""
         images, geometry = self.read_images(case, split)
         mask, mask_geometry = self.read_lesion_mask(case, split)
-        _raise_on_mismatch(geometry, mask_geometry, case, self.label_file(case, split))
+        check_same_geometry(geometry, mask_geometry, case, self.label_file(case, split))
         return images, mask, geometry
 
     def clinical_table(self, split: str = layout.TRAINING) -> pd.DataFrame:
@@ -113,12 +102,4 @@ class RawDataset:
             self.spec,
             expected_cases=self.cases(split),
             require_endpoints=split == layout.TRAINING,
-        )
-
-
-def _raise_on_mismatch(reference: Geometry, other: Geometry, case: str, path: Path) -> None:
-    differences = geometry_mismatches(reference, other)
-    if differences:
-        raise DatasetError(
-            error("geometry differs from the case's first channel: " + "; ".join(differences), case=case, file=str(path))
         )

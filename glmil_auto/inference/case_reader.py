@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from glmil_auto.dataset.case_files import check_same_geometry, read_channel_files, read_label_map
 from glmil_auto.dataset.dataset_json import DatasetSpec
-from glmil_auto.dataset.image_io import Geometry, geometry_mismatches, read_image
+from glmil_auto.dataset.image_io import Geometry
 from glmil_auto.dataset.layout import scan_image_files
 from glmil_auto.dataset.problems import DatasetError, error
 
@@ -47,26 +48,10 @@ def read_prediction_case(images_folder: str | Path, masks_folder: str | Path, ca
                for channel, path in zip(sorted(spec.channel_names), paths) if not path.is_file()]
     if missing:
         raise DatasetError(missing)
-    arrays, reference = [], None
-    for path in paths:
-        array, geometry = read_image(path, case)
-        if reference is None:
-            reference = geometry
-        else:
-            _check_same_geometry(reference, geometry, case, path, "channel")
-        arrays.append(array.astype(np.float32, copy=False))
+    images, geometry = read_channel_files(paths, case)
     path = mask_file(Path(masks_folder), case, spec)
     if not path.is_file():
         raise DatasetError(error("the lesion mask is missing", case=case, file=str(path)))
-    label, label_geometry = read_image(path, case)
-    _check_same_geometry(reference, label_geometry, case, path, "lesion mask")
-    if not np.issubdtype(label.dtype, np.integer) and not np.array_equal(label, np.round(label)):
-        raise DatasetError(error("the lesion mask holds non-integer values", case=case, file=str(path)))
-    return np.stack(arrays), np.isin(label.astype(np.int64, copy=False), spec.lesion_labels), reference
-
-
-def _check_same_geometry(reference: Geometry, other: Geometry, case: str, path: Path, what: str) -> None:
-    differences = geometry_mismatches(reference, other)
-    if differences:
-        raise DatasetError(error(f"the {what}'s geometry differs from the first channel's: " + "; ".join(differences),
-                                 case=case, file=str(path)))
+    label, label_geometry = read_label_map(path, case)
+    check_same_geometry(geometry, label_geometry, case, path)
+    return images, np.isin(label, spec.lesion_labels), geometry

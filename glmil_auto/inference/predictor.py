@@ -58,6 +58,8 @@ from glmil_auto.preprocessing.case_preprocessor import CasePreprocessor
 from glmil_auto.training.bag_collation import collate_bags, instance_descriptors
 from glmil_auto.training.checkpointing import load_checkpoint
 from glmil_auto.utilities.atomic_files import write_csv_atomic, write_json_atomic
+from glmil_auto.utilities.mixed_precision import autocast
+from glmil_auto.utilities.worker_init import single_threaded_image_worker
 
 logger = logging.getLogger(__name__)
 
@@ -104,13 +106,6 @@ def _preprocess_or_error(*args: Any) -> PreprocessedCase | BaseException:
         return exc
 
 
-def _init_worker() -> None:
-    import SimpleITK as sitk
-
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
-    torch.set_num_threads(1)
-
-
 class GLMILPredictor:
     """The folds of one model folder, ready to predict (``folds=None``: every trained fold)."""
 
@@ -120,7 +115,6 @@ class GLMILPredictor:
         self.model = open_model_folder(model_folder, folds, checkpoint_name)
         self.plans, self.spec = self.model.plans, self.model.spec
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.use_amp = self.device.type == "cuda"
         self.networks: dict[str, GLMILMoE] = {fold: self._load_network(fold) for fold in self.model.folds}
         self.endpoints = self.plans["endpoints"]
         self.binary = [e["name"] for e in self.endpoints if e["type"] == "binary"]
@@ -167,8 +161,7 @@ class GLMILPredictor:
 
     def _forward(self, network: GLMILMoE, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         tensors = {key: torch.as_tensor(value).to(self.device) for key, value in batch.items()}
-        dtype = torch.bfloat16 if self.use_amp and torch.cuda.is_bf16_supported() else torch.float16
-        with torch.no_grad(), torch.autocast(self.device.type, dtype=dtype, enabled=self.use_amp):
+        with torch.no_grad(), autocast(self.device):
             output = network(tensors)
 
         def cpu(values: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
@@ -308,7 +301,7 @@ class GLMILPredictor:
                 yield case, _preprocess_or_error(*args, case, self.spec, self.plans)
             return
         context = multiprocessing.get_context("spawn")  # no fork after threads (torch, SimpleITK)
-        with ProcessPoolExecutor(num_processes, mp_context=context, initializer=_init_worker) as pool:
+        with ProcessPoolExecutor(num_processes, mp_context=context, initializer=single_threaded_image_worker) as pool:
             pending: list[tuple[str, Future]] = []
             queue = list(cases)
             while queue or pending:

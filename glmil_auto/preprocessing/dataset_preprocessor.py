@@ -26,6 +26,7 @@ from glmil_auto.paths import preprocessed_folder
 from glmil_auto.preprocessing.case_preprocessor import CasePreprocessor
 from glmil_auto.preprocessing.storage import case_is_done, save_case
 from glmil_auto.utilities.atomic_files import atomic_path
+from glmil_auto.utilities.worker_init import single_threaded_image_worker
 
 
 def preprocessed_case_folder(dataset_name: str, plans_name: str, split: str) -> Path:
@@ -38,12 +39,6 @@ class _Task:
     case: str
     split: str
     output_folder: str
-
-
-def _init_worker() -> None:
-    import SimpleITK as sitk
-
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
 
 
 def preprocess_raw_case(raw: RawDataset, case: str, split: str, preprocessor: CasePreprocessor, hash_: str):
@@ -96,7 +91,7 @@ class DatasetPreprocessor:
                     tasks.append(_Task(str(self.raw.folder), case, split, str(output)))
         bar = tqdm(total=len(tasks), desc=f"preprocessing {self.raw.name}", unit="case", disable=not progress)
         if self.num_processes == 1 or len(tasks) <= 1:
-            _init_worker()
+            single_threaded_image_worker()
             for task in tasks:
                 _run_task(task, self.plans)
                 bar.update()
@@ -107,7 +102,7 @@ class DatasetPreprocessor:
 
     def _run_pool(self, tasks: list[_Task], bar: tqdm, worker: Callable[[_Task, dict], str] = _run_task) -> None:
         context = multiprocessing.get_context("spawn")  # no fork after threads (SimpleITK, BLAS)
-        with ProcessPoolExecutor(self.num_processes, mp_context=context, initializer=_init_worker) as pool:
+        with ProcessPoolExecutor(self.num_processes, mp_context=context, initializer=single_threaded_image_worker) as pool:
             futures = {pool.submit(worker, task, self.plans): task for task in tasks}
             try:
                 for future in as_completed(futures):

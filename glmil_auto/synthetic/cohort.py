@@ -17,6 +17,7 @@ from glmil_auto.synthetic.centres import centre_profiles, resolve_spacing_factor
 from glmil_auto.synthetic.outcomes import model_description
 from glmil_auto.synthetic.truth import TRUTH_FORMAT, TRUTH_VERSION, case_truth, truth_path
 from glmil_auto.utilities.atomic_files import write_csv_atomic, write_json_atomic
+from glmil_auto.utilities.worker_init import single_threaded_image_worker
 
 GENERATOR_VERSION = 1
 FILE_ENDING = ".nii.gz"
@@ -77,12 +78,6 @@ def _generate_case(task: tuple[int, CasePlan, float, str]) -> tuple[int, dict, d
     return plan.index, clinical_row(spec), case_truth(spec, rc)
 
 
-def _init_worker() -> None:
-    import SimpleITK as sitk
-
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
-
-
 def _prepare_folder(folder: Path, overwrite: bool) -> None:
     truth = truth_path(folder)
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
@@ -132,14 +127,14 @@ def generate_synthetic_dataset(
     results: dict[int, tuple[dict, dict]] = {}
     bar = tqdm(total=len(tasks), desc="synthetic cases", unit="case", disable=not progress)
     if num_processes <= 1:
-        _init_worker()
+        single_threaded_image_worker()
         for task in tasks:
             index, row, truth = _generate_case(task)
             results[index] = (row, truth)
             bar.update()
     else:
         ctx = multiprocessing.get_context("spawn")  # no fork after SimpleITK/OpenMP threads
-        with ctx.Pool(min(num_processes, len(tasks)), initializer=_init_worker) as pool:
+        with ctx.Pool(min(num_processes, len(tasks)), initializer=single_threaded_image_worker) as pool:
             for index, row, truth in pool.imap_unordered(_generate_case, tasks, chunksize=1):
                 results[index] = (row, truth)
                 bar.update()

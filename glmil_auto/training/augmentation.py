@@ -187,8 +187,8 @@ class SpatialTransform(BagTransform):
         m, g, c1, *spatial = samples.shape
         data = samples[chosen].reshape(len(chosen), g * c1, *spatial)
         resampled = affine_resample(data, np.stack([matrices[i] for i in chosen]))
-        samples[chosen] = resampled.reshape(len(chosen), g, c1, *spatial)
-        return _clip_masks(samples)
+        samples[chosen] = _clip_masks(resampled.reshape(len(chosen), g, c1, *spatial))
+        return samples
 
 
 class MirrorTransform(BagTransform):

@@ -45,6 +45,7 @@ from glmil_auto.training.progress_plot import plot_progress
 from glmil_auto.training.splits import fold_cases, load_or_create_splits
 from glmil_auto.training.validation_metrics import endpoint_metrics
 from glmil_auto.utilities.atomic_files import write_json_atomic
+from glmil_auto.utilities.mixed_precision import autocast, needs_grad_scaler
 
 logger = logging.getLogger(__name__)
 
@@ -124,8 +125,7 @@ class GLMILTrainer:
                               ).to(self.device)
         self.optimizer = torch.optim.AdamW(self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
-        self.use_amp = self.device.type == "cuda"
-        self.grad_scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and not torch.cuda.is_bf16_supported())
+        self.grad_scaler = torch.amp.GradScaler("cuda", enabled=needs_grad_scaler(self.device))
         self.was_initialized = True
 
     def _lr_factor(self, epoch: int) -> float:
@@ -172,8 +172,7 @@ class GLMILTrainer:
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
         inputs, targets = self._to_device(batch)
         self.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16 if torch.cuda.is_available() and
-                            torch.cuda.is_bf16_supported() else torch.float16, enabled=self.use_amp):
+        with autocast(self.device):
             output = self.model(inputs)
         loss, parts = self.loss(output, targets)
         self.grad_scaler.scale(loss).backward()
@@ -239,7 +238,7 @@ class GLMILTrainer:
             for batch in loader:
                 batch = transforms(**batch)
                 inputs, _ = self._to_device(batch)
-                with torch.autocast(self.device.type, enabled=self.use_amp):
+                with autocast(self.device):
                     output = self.network(inputs)
                 columns = {n: torch.sigmoid(v).float().cpu().numpy() for n, v in output.logits.items()}
                 columns.update({f"{n}_log_risk": v.float().cpu().numpy() for n, v in output.log_risks.items()})

@@ -30,6 +30,7 @@ from glmil_auto.experiment_planning.fingerprint.nnunet_compatible import (
 )
 from glmil_auto.paths import preprocessed_folder, raw_dataset_folder
 from glmil_auto.utilities.atomic_files import write_json_atomic
+from glmil_auto.utilities.worker_init import single_threaded_image_worker
 
 FINGERPRINT_VERSION = 1
 FINGERPRINT_FILE = "dataset_fingerprint.json"
@@ -115,7 +116,7 @@ class DatasetFingerprintExtractor:
             else:
                 # spawn: no fork after SimpleITK/OpenMP threads exist in this process
                 context = multiprocessing.get_context("spawn")
-                with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
+                with ProcessPoolExecutor(workers, mp_context=context, initializer=single_threaded_image_worker) as pool:
                     futures = {pool.submit(_analyze, analyze, folder, case, num_samples): case for case in self.cases}
                     pending = set(futures)
                     while pending:
@@ -186,12 +187,6 @@ def _group_of(table: pd.DataFrame, column: str | None, case: str) -> str | None:
         return None
     value = table.at[case, column]
     return None if pd.isna(value) else str(value)
-
-
-def _init_worker() -> None:
-    import SimpleITK as sitk
-
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
 
 
 def _analyze(analyze, folder: str, case: str, num_samples: int) -> CaseFingerprint:
