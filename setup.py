@@ -30,6 +30,10 @@ setup(
         "blosc2>=2.5",
         "tqdm>=4.60",
         "matplotlib>=3.5",
+        # the radiomics peer (glmil_auto/evaluation/radiomics_peer/): marching-cubes surfaces for
+        # sphericity, and one BLAS thread while its small models are fitted
+        "scikit-image>=0.20",
+        "threadpoolctl>=3.0",
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-xdist>=3", "lifelines>=0.27"],

@@ -27,6 +27,7 @@ CHILD = r"""
 import json, resource, sys, time
 import torch
 from glmil_auto.model import build_network
+from glmil_auto.model.instance_encoder import NUM_DESCRIPTORS
 
 plans = json.load(open(sys.argv[1]))
 device, iterations = sys.argv[2], int(sys.argv[3])
@@ -40,7 +41,7 @@ batch = {
     "global": torch.randn(b, c, *plans["preprocessing"]["global"]["input_shape"], device=device),
     "instances": torch.randn(b, n, len(local["scales"]), c, *local["patch_size"], device=device),
     "instance_mask": torch.ones(b, n, dtype=torch.bool, device=device),
-    "instance_descriptors": torch.randn(b, n, 2, device=device),
+    "instance_descriptors": torch.randn(b, n, NUM_DESCRIPTORS, device=device),
     "clinical_values": torch.randn(b, n_values, device=device),
     "clinical_categories": torch.zeros(b, len(features) - n_values, dtype=torch.long, device=device),
 }

@@ -24,6 +24,7 @@ from glmil_auto.dataset.problems import DatasetError
 from glmil_auto.experiment_planning.device_profile import DeviceProfile
 from glmil_auto.experiment_planning.fingerprint.extractor import DatasetFingerprintExtractor
 from glmil_auto.model.clinical_encoder import encode_clinical_table
+from glmil_auto.model.instance_encoder import NUM_DESCRIPTORS
 from glmil_auto.preprocessing.plan_and_preprocess import plan_and_preprocess
 from glmil_auto.preprocessing.storage import case_paths, load_case
 from glmil_auto.synthetic import generate_synthetic_dataset
@@ -122,7 +123,7 @@ def test_batch_shapes_and_dtypes_follow_the_plans(data):
     assert b == 4 and 1 <= n <= local["max_instances"]
     assert batch["global"].shape == (4, c1, *plans["preprocessing"]["global"]["input_shape"])
     assert batch["instances"].shape == (4, n, len(local["scales"]), c1, *local["patch_size"])
-    assert batch["instance_descriptors"].shape == (4, n, 2)
+    assert batch["instance_descriptors"].shape == (4, n, NUM_DESCRIPTORS)
     assert batch["clinical_values"].shape == (4, data["values"].shape[1])
     assert batch["clinical_categories"].shape == (4, data["categories"].shape[1])
     for key in ("global", "instances", "instance_descriptors", "clinical_values"):
@@ -147,11 +148,14 @@ def test_every_case_matches_its_files_padding_and_descriptors(data):
             np.testing.assert_array_equal(batch["instances"][i, :n], bag)
             assert batch["instance_mask"][i, :n].all() and not batch["instance_mask"][i, n:].any()
             assert not batch["instances"][i, n:].any() and not batch["instance_descriptors"][i, n:].any()
-            expected = np.zeros((n, 2))
+            expected = np.zeros((n, NUM_DESCRIPTORS))
+            (z0, z1), (y0, y1), (x0, x1) = props["head_bbox_canonical"]
             for lesion in props["lesions"]:
                 if lesion["kept"]:
-                    expected[lesion["instance_index"]] = (math.log1p(lesion["volume_mm3"]),
-                                                          lesion["depth_below_head_surface_mm"] / 10)
+                    cz, cy, cx = lesion["centroid_index_zyx"]
+                    expected[lesion["instance_index"]] = (
+                        math.log1p(lesion["volume_mm3"]), lesion["depth_below_head_surface_mm"] / 10,
+                        (cz - z0) / (z1 - 1 - z0), (cy - y0) / (y1 - 1 - y0), abs((cx - x0) / (x1 - 1 - x0) - 0.5) * 2)
             np.testing.assert_allclose(batch["instance_descriptors"][i, :n], expected, rtol=1e-6)
             row = data["cases"].index(case)
             np.testing.assert_array_equal(batch["clinical_values"][i], data["values"][row].astype(np.float32))
@@ -178,7 +182,7 @@ def test_targets_follow_the_table_rows(data):
 def test_lesion_free_bags_get_one_masked_row():
     g = [np.zeros((3, 4, 4, 4), np.float32)] * 2
     empty = np.zeros((0, 2, 3, 2, 2, 2), np.float32)
-    batch = collate_bags(g, [empty, empty], [np.zeros((0, 2), np.float32)] * 2)
+    batch = collate_bags(g, [empty, empty], [np.zeros((0, NUM_DESCRIPTORS), np.float32)] * 2)
     assert batch["instances"].shape == (2, 1, 2, 3, 2, 2, 2) and not batch["instance_mask"].any()
 
 

@@ -14,6 +14,7 @@ from scipy import ndimage
 from glmil_auto.dataset.image_io import Geometry, read_image, write_image
 from glmil_auto.inference.gradcam import global_gradcam, gradcam_in_image_geometry
 from glmil_auto.model import build_network
+from glmil_auto.model.instance_encoder import NUM_DESCRIPTORS
 from glmil_auto.preprocessing.case_preprocessor import CasePreprocessor
 
 GRID = (24, 24, 24)  # the global input grid of the tiny plans (z, y, x)
@@ -49,7 +50,7 @@ def make_batch(global_volumes: torch.Tensor, n_instances: int = 2, seed: int = 0
         "global": global_volumes,
         "instances": torch.randn(b, n_instances, 2, 2, 6, 8, 8, generator=g),
         "instance_mask": mask,
-        "instance_descriptors": torch.randn(b, n_instances, 2, generator=g),
+        "instance_descriptors": torch.randn(b, n_instances, NUM_DESCRIPTORS, generator=g),
         "clinical_values": torch.randn(b, 1, generator=g) * 10 + 60,
         "clinical_categories": torch.zeros(b, 0, dtype=torch.long),
     }
@@ -74,9 +75,19 @@ def one_thread():
 
 
 # ---------------------------------------------------------------------------------- contract
+
+def random_heads(net):
+    """Untrained networks start with zero heads (their output is the clinical offset, so every
+    Grad-CAM map would be 0); these tests need a network whose output depends on the image."""
+    g = torch.Generator().manual_seed(11)
+    with torch.no_grad():
+        for linear in net.heads.linears:
+            linear.weight.copy_(torch.randn(linear.weight.shape, generator=g) * 0.1)
+    return net
+
 def test_shapes_range_and_the_network_is_left_untouched():
     torch.manual_seed(0)
-    net = build_network(tiny_plans(dropout=0.3), mode="full")
+    net = random_heads(build_network(tiny_plans(dropout=0.3), mode="full"))
     batch = make_batch(random_volumes(3))
     out = net(batch)  # populate .grad, as a caller in the middle of training would have it
     (out.logits["event"].sum() + out.log_risks["os"].sum()).backward()
@@ -113,7 +124,7 @@ def test_shapes_range_and_the_network_is_left_untouched():
 
 def test_float32_under_autocast_and_frozen_parameters():
     torch.manual_seed(1)
-    net = build_network(tiny_plans(), mode="global_only").eval()
+    net = random_heads(build_network(tiny_plans(), mode="global_only")).eval()
     batch = make_batch(random_volumes(2, seed=1))
     with one_thread():
         reference = global_gradcam(net, batch, "os")
@@ -129,7 +140,7 @@ def test_float32_under_autocast_and_frozen_parameters():
 
 def test_no_evidence_gives_an_all_zero_map_not_nan():
     torch.manual_seed(2)
-    net = build_network(tiny_plans(), mode="global_only").eval()
+    net = random_heads(build_network(tiny_plans(), mode="global_only")).eval()
     with torch.no_grad():
         for linear in net.heads.linears:
             linear.weight.zero_()  # the output no longer depends on the image
@@ -142,7 +153,7 @@ def test_unknown_endpoint_local_only_and_bad_stage_raise():
     torch.manual_seed(3)
     plans = tiny_plans()
     batch = make_batch(random_volumes(1))
-    net = build_network(plans, mode="full").eval()
+    net = random_heads(build_network(plans, mode="full")).eval()
     with pytest.raises(ValueError, match="'relapse'"):
         global_gradcam(net, batch, "relapse")
     with pytest.raises(ValueError, match="'event'.*no global branch"):
@@ -154,7 +165,7 @@ def test_unknown_endpoint_local_only_and_bad_stage_raise():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu():
     torch.manual_seed(4)
-    net = build_network(tiny_plans(), mode="full").eval()
+    net = random_heads(build_network(tiny_plans(), mode="full")).eval()
     batch = make_batch(random_volumes(2, seed=4))
     on_cpu = global_gradcam(net, batch, "event")
     on_gpu = global_gradcam(copy.deepcopy(net).cuda(), batch, "event")  # batch left on the CPU on purpose

@@ -14,6 +14,7 @@ from glmil_auto.experiment_planning.fingerprint.extractor import DatasetFingerpr
 from glmil_auto.experiment_planning.plan_experiment import plan_experiment
 from glmil_auto.model import ABLATIONS, build_network
 from glmil_auto.model.clinical_encoder import ClinicalEncoder, encode_clinical_table
+from glmil_auto.model.instance_encoder import NUM_DESCRIPTORS
 from glmil_auto.model.mil_pooling import GatedAttentionPooling, masked_softmax
 from glmil_auto.model.mixture_of_experts import MultiGateMixtureOfExperts, load_balancing_loss
 from glmil_auto.synthetic import generate_synthetic_dataset
@@ -51,7 +52,7 @@ def make_batch(plans, clinical_table, bag_sizes=(3, 1, 0), n_max=None, seed=0):
         "global": torch.randn(b, channels, *plans["preprocessing"]["global"]["input_shape"], generator=g),
         "instances": torch.randn(b, n, len(local["scales"]), channels, *local["patch_size"], generator=g),
         "instance_mask": mask,
-        "instance_descriptors": torch.randn(b, n, 2, generator=g),
+        "instance_descriptors": torch.randn(b, n, NUM_DESCRIPTORS, generator=g),
         "clinical_values": torch.tensor(values, dtype=torch.float32),
         "clinical_categories": torch.tensor(categories),
     }
@@ -116,7 +117,7 @@ def test_padding_invariance(planned):
     extra = 5
     noise = torch.randn(3, extra, *batch["instances"].shape[2:]) * 50  # whatever padding holds is ignored
     padded["instances"] = torch.cat([batch["instances"], noise], dim=1)
-    padded["instance_descriptors"] = torch.cat([batch["instance_descriptors"], torch.randn(3, extra, 2) * 50], dim=1)
+    padded["instance_descriptors"] = torch.cat([batch["instance_descriptors"], torch.randn(3, extra, NUM_DESCRIPTORS) * 50], dim=1)
     padded["instance_mask"] = torch.cat([batch["instance_mask"], torch.zeros(3, extra, dtype=torch.bool)], dim=1)
     with torch.no_grad():
         a, b = net(batch), net(padded)
@@ -177,6 +178,8 @@ def test_encode_clinical_table_matches_the_table(planned):
 def test_every_parameter_gets_a_gradient_and_each_ablation_runs(planned, mode):
     plans, dataset_json, table = planned
     net = network(plans, dataset_json, mode=mode, noisy_gating=mode == "full").train()
+    for linear in net.heads.linears:  # the heads start at zero (below), which blocks every other gradient
+        torch.nn.init.normal_(linear.weight, std=0.05)
     batch = make_batch(plans, table, bag_sizes=(3, 2, 0))
     batch["clinical_values"][1, 0] = float("nan")
     out = net(batch)
@@ -185,9 +188,9 @@ def test_every_parameter_gets_a_gradient_and_each_ablation_runs(planned, mode):
     loss.backward()
     missing = [name for name, p in net.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
     assert missing == []
-    if mode == "global_only":
+    if mode in ("global_only", "clinical_only"):
         assert out.attention == {}
-    if mode == "concat":
+    if mode in ("concat", "clinical_only"):
         assert out.gate_weights == {} and out.aux_loss == 0
 
 
@@ -230,3 +233,26 @@ def test_runs_under_autocast(planned):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = net(make_batch(plans, table))
     assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in out.logits.values())
+
+
+@pytest.mark.parametrize("mode", ABLATIONS)
+def test_untrained_network_is_the_clinical_offset(planned, mode):
+    """Zero-initialised heads: before training every output is exactly the linear predictor
+    design @ weight + bias, with count and volume taken from the bag's real instances only."""
+    plans, dataset_json, table = planned
+    net = network(plans, dataset_json, mode=mode).eval()
+    k = len(plans["endpoints"])
+    g = torch.Generator().manual_seed(3)
+    weight, bias = torch.randn(k, net.offset.design_dim, generator=g), torch.randn(k, generator=g)
+    net.offset.set_coefficients(weight, bias)
+    batch = make_batch(plans, table, bag_sizes=(3, 1, 0), n_max=4)
+    batch["instance_descriptors"][..., 0] = torch.tensor([[1.0, 2.0, 3.0, 9.0], [4.0, 9.0, 9.0, 9.0], [9.0] * 4])
+    out = net(batch)
+    inputs = net.clinical_encoder.encode_inputs(batch["clinical_values"], batch["clinical_categories"])
+    volume_ml = torch.tensor([np.expm1([1.0, 2.0, 3.0]).sum(), np.expm1(4.0), 0.0], dtype=torch.float32) / 1000
+    design = torch.cat([inputs, torch.log1p(torch.tensor([[3.0], [1.0], [0.0]])), torch.log1p(volume_ml)[:, None]], 1)
+    expected = design @ weight.t() + bias
+    for i, endpoint in enumerate(plans["endpoints"]):
+        value = (out.logits if endpoint["type"] == "binary" else out.log_risks)[endpoint["name"]]
+        torch.testing.assert_close(value, expected[:, i], atol=1e-4, rtol=1e-4)
+    assert not any(p is net.offset.weight for p in net.parameters())  # fitted, never trained

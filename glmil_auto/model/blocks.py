@@ -36,15 +36,18 @@ class ResidualBlock3d(nn.Module):
 class ResidualEncoder3d(nn.Module):
     """A stem plus one residual block per stage; every stage after the first halves the grid.
 
+    ``first_stride`` 2 makes the first stage halve the grid too: its 3x3x3 kernels still read every
+    input voxel, and it removes the most expensive stage (the full-resolution one, about 60 % of
+    the global encoder's time on a CPU plan; documentation/accuracy.md).
     ``forward`` returns the feature map of every stage (for multiscale pooling and Grad-CAM).
     """
 
-    def __init__(self, in_channels: int, features_per_stage: list[int]):
+    def __init__(self, in_channels: int, features_per_stage: list[int], first_stride: int = 1):
         super().__init__()
         self.features_per_stage = list(features_per_stage)
         stages, previous = [], in_channels
         for s, features in enumerate(self.features_per_stage):
-            stages.append(ResidualBlock3d(previous, features, stride=1 if s == 0 else 2))
+            stages.append(ResidualBlock3d(previous, features, stride=first_stride if s == 0 else 2))
             previous = features
         self.stages = nn.ModuleList(stages)
 

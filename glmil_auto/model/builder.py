@@ -16,6 +16,7 @@ def network_config(plans: dict[str, Any], mode: str = "full", **overrides: Any) 
         "mode": mode,
         "in_channels": plans["num_input_channels"],
         "global_features": plans["model"]["global_encoder"]["features_per_stage"],
+        "global_first_stride": plans["model"]["global_encoder"].get("first_stride", 1),
         "local_features": plans["model"]["local_encoder"]["features_per_stage"],
         "n_scales": len(plans["preprocessing"]["local"]["scales"]),
         "embedding_dim": defaults["embedding_dim"],

@@ -30,6 +30,7 @@ class ClinicalEncoder(nn.Module):
         self.register_buffer("std", torch.tensor([max(float(f.get("std", 1.0)), 1e-6) for f in self.value_features]))
         self.vocabulary_sizes = [len(f["categories"]) + 1 for f in self.categorical_features]  # + missing/unseen
         in_dim = 2 * len(self.value_features) + sum(self.vocabulary_sizes)
+        self.input_dim = in_dim
         self.embedding_dim = embedding_dim
         self.mlp = (
             nn.Sequential(nn.Linear(in_dim, embedding_dim), nn.LeakyReLU(0.01), nn.Dropout(dropout))

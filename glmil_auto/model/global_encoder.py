@@ -20,9 +20,10 @@ from glmil_auto.model.blocks import ResidualEncoder3d, masked_average
 
 
 class MaskGuidedGlobalEncoder(nn.Module):
-    def __init__(self, in_channels: int, features_per_stage: list[int], embedding_dim: int, dropout: float = 0.0):
+    def __init__(self, in_channels: int, features_per_stage: list[int], embedding_dim: int, dropout: float = 0.0,
+                 first_stride: int = 1):
         super().__init__()
-        self.encoder = ResidualEncoder3d(in_channels, features_per_stage)
+        self.encoder = ResidualEncoder3d(in_channels, features_per_stage, first_stride)
         self.projection = nn.Sequential(
             nn.Linear(2 * sum(features_per_stage) + 1, embedding_dim), nn.LeakyReLU(0.01), nn.Dropout(dropout)
         )

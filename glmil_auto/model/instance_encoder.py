@@ -14,7 +14,16 @@ from torch import nn
 
 from glmil_auto.model.blocks import ResidualEncoder3d, masked_average
 
-NUM_DESCRIPTORS = 2  # log1p(volume mm3), depth below the head surface / 10 mm
+# What a CNN on a fixed-size, lesion-centred patch cannot measure: the lesion's size and where it
+# sits in the head (posterior-fossa and periventricular/cortical sites carry leptomeningeal risk).
+DESCRIPTOR_NAMES = (
+    "log1p_volume_mm3",
+    "depth_below_head_surface_cm",
+    "relative_height",  # 0 = the head's inferior edge, 1 = its superior edge
+    "relative_posteriority",  # 0 = anterior edge, 1 = posterior edge
+    "relative_distance_from_midline",  # 0 = midline, 1 = the lateral edge (mirror-invariant)
+)
+NUM_DESCRIPTORS = len(DESCRIPTOR_NAMES)
 
 
 class InstanceEncoder(nn.Module):

@@ -7,13 +7,18 @@ The batch is a dictionary (the data loader builds it; tests build it by hand):
 | ``global`` | (B, C+1, Z, Y, X) | float | the global volume, lesion mask last |
 | ``instances`` | (B, N, S, C+1, pz, py, px) | float | lesion patches, padded to N per batch |
 | ``instance_mask`` | (B, N) | bool | True for real instances, False for padding |
-| ``instance_descriptors`` | (B, N, 2) | float | log1p(volume mm3), depth below head surface / 10 mm |
+| ``instance_descriptors`` | (B, N, D) | float | ``instance_encoder.DESCRIPTOR_NAMES``: log1p(volume mm3), depth / 10 mm, position in the head |
 | ``clinical_values`` | (B, F) | float | numeric and binary features in plans order, NaN = missing |
 | ``clinical_categories`` | (B, K) | long | category index per categorical feature, -1 = missing |
 
 Variants (``mode``): ``full`` (global + local + clinical, mixture of experts), ``global_only`` and
 ``local_only`` (one image branch removed), ``concat`` (both branches, one MLP instead of the
-experts) so that each part's contribution can be measured on the same data.
+experts) and ``clinical_only`` (no image branch: the clinical inputs, lesion count and volume
+only) so that each part's contribution can be measured on the same data.
+
+Every mode adds the clinical + volumetric linear predictor (``ClinicalOffset``, fitted per fold
+by the trainer) to zero-initialised heads: the untrained network equals the linear baseline, and
+what it learns is a correction of it (see ``clinical_offset.py``).
 """
 
 from __future__ import annotations
@@ -25,13 +30,14 @@ import torch
 from torch import nn
 
 from glmil_auto.model.clinical_encoder import ClinicalEncoder
+from glmil_auto.model.clinical_offset import VOLUMETRIC_DESIGN_NAMES, ClinicalOffset, volumetric_design
 from glmil_auto.model.global_encoder import MaskGuidedGlobalEncoder
 from glmil_auto.model.heads import EndpointHeads
 from glmil_auto.model.instance_encoder import InstanceEncoder
 from glmil_auto.model.mil_pooling import GatedAttentionPooling
 from glmil_auto.model.mixture_of_experts import MultiGateMixtureOfExperts
 
-MODES = ("full", "global_only", "local_only", "concat")
+MODES = ("full", "global_only", "local_only", "concat", "clinical_only")
 
 
 @dataclass
@@ -54,18 +60,21 @@ class GLMILMoE(nn.Module):
         self.mode = config["mode"]
         self.endpoints = config["endpoints"]
         dim, dropout, k = config["embedding_dim"], config["dropout"], len(self.endpoints)
-        self.use_global = self.mode != "local_only"
-        self.use_local = self.mode != "global_only"
+        self.use_global = self.mode in ("full", "global_only", "concat")
+        self.use_local = self.mode in ("full", "local_only", "concat")
         self.global_encoder = (
-            MaskGuidedGlobalEncoder(config["in_channels"], config["global_features"], dim, dropout) if self.use_global else None
+            MaskGuidedGlobalEncoder(config["in_channels"], config["global_features"], dim, dropout,
+                                    config.get("global_first_stride", 1)) if self.use_global else None
         )
         if self.use_local:
             self.instance_encoder = InstanceEncoder(config["in_channels"], config["local_features"], config["n_scales"], dim, dropout)
             self.mil_pooling = GatedAttentionPooling(dim, dim, k, dropout)
         self.clinical_encoder = ClinicalEncoder(config["clinical_features"], dim, dropout)
-        # + log1p(lesion count): attention pooling averages, so the bag size must be given explicitly
-        fused_dim = dim * (1 + int(self.use_global) + int(self.use_local)) + int(self.use_local)
-        if self.mode == "concat":
+        self.offset = ClinicalOffset(self.clinical_encoder.input_dim + len(VOLUMETRIC_DESIGN_NAMES), k)
+        # + log1p(lesion count) and log1p(total volume): attention pooling averages, so the bag's size
+        # and burden must be given explicitly
+        fused_dim = dim * (1 + int(self.use_global) + int(self.use_local)) + len(VOLUMETRIC_DESIGN_NAMES)
+        if self.mode in ("concat", "clinical_only"):
             self.fusion = nn.Sequential(nn.Linear(fused_dim, config["expert_hidden_dim"]), nn.LeakyReLU(0.01),
                                         nn.Dropout(dropout), nn.Linear(config["expert_hidden_dim"], dim), nn.LeakyReLU(0.01))
         else:
@@ -75,8 +84,17 @@ class GLMILMoE(nn.Module):
             )
         self.heads = EndpointHeads(dim, self.endpoints)
 
+    def offset_design(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The linear predictor's design matrix (B, D) of a batch (see ``clinical_offset.py``)."""
+        clinical_inputs = self.clinical_encoder.encode_inputs(batch["clinical_values"], batch["clinical_categories"])
+        if "instance_mask" not in batch:  # a batch without a bag (e.g. global-only experiments): no lesion terms
+            return torch.cat([clinical_inputs, clinical_inputs.new_zeros((clinical_inputs.shape[0], 2))], dim=1)
+        volumetric = volumetric_design(batch["instance_mask"], batch["instance_descriptors"])
+        return torch.cat([clinical_inputs, volumetric], dim=1)
+
     def forward(self, batch: dict[str, torch.Tensor]) -> GLMILOutput:
         clinical = self.clinical_encoder(batch["clinical_values"], batch["clinical_categories"])
+        design = self.offset_design(batch)
         b, k = clinical.shape[0], len(self.endpoints)
         parts = []
         if self.use_global:
@@ -87,15 +105,14 @@ class GLMILMoE(nn.Module):
             instances = self.instance_encoder(batch["instances"], batch["instance_descriptors"], mask)
             pooled, weights = self.mil_pooling(instances, mask)  # (B, K, D), (B, K, N)
             parts.append(pooled.float())
-            count = torch.log1p(mask.sum(dim=1, keepdim=True).float())  # (B, 1)
-            parts.append(count.unsqueeze(1).expand(b, k, 1))
             attention = {e["name"]: weights[:, i] for i, e in enumerate(self.endpoints)}
         parts.append(clinical.float().unsqueeze(1).expand(b, k, -1))
+        parts.append(design[:, -len(VOLUMETRIC_DESIGN_NAMES):].unsqueeze(1).expand(b, k, -1))
         fused = torch.cat(parts, dim=-1)  # (B, K, fused_dim)
-        if self.mode == "concat":
+        if self.mode in ("concat", "clinical_only"):
             per_endpoint, gates, aux = self.fusion(fused), None, fused.new_zeros(())
         else:
             per_endpoint, gates, aux = self.experts(fused)
-        logits, log_risks = self.heads(per_endpoint)
+        logits, log_risks = self.heads(per_endpoint, self.offset(design))
         gate_weights = {} if gates is None else {e["name"]: gates[:, i] for i, e in enumerate(self.endpoints)}
         return GLMILOutput(logits, log_risks, attention, gate_weights, aux, fused)

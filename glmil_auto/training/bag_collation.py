@@ -13,33 +13,46 @@ from typing import Any, Sequence
 import numpy as np
 
 from glmil_auto.dataset.problems import DatasetError, error
+from glmil_auto.model.instance_encoder import DESCRIPTOR_NAMES
 
-DESCRIPTOR_NAMES = ("log1p_volume_mm3", "depth_below_head_surface_cm")
+
+def relative_position(centroid_index_zyx: Any, head_bbox_zyx: Any) -> tuple[float, float, float]:
+    """Where a lesion sits in the head's bounding box of the canonical (LPS-ordered) array:
+    (height 0 inferior..1 superior, posteriority 0 anterior..1 posterior, distance from the
+    midline 0..1). Array axes (Z, Y, X) point superior, posterior and left in canonical order."""
+    out = []
+    for c, (start, stop) in zip(centroid_index_zyx, head_bbox_zyx):
+        out.append(float(np.clip((float(c) - start) / max(1.0, stop - 1 - start), 0.0, 1.0)))
+    return out[0], out[1], abs(out[2] - 0.5) * 2.0
 
 
 def instance_descriptors(properties: dict[str, Any], case: str) -> np.ndarray:
-    """``(N, 2)`` float32 for the kept lesions in ``instance_index`` order:
-    ``[log1p(volume mm3), depth below the head surface in mm / 10]``.
+    """``(N, len(DESCRIPTOR_NAMES))`` float32 for the kept lesions in ``instance_index`` order:
+    ``[log1p(volume mm3), depth below the head surface in mm / 10, relative height, relative
+    posteriority, relative distance from the midline]`` (see :func:`relative_position`).
 
-    Both are O(1) numbers for the network (volumes span four orders of magnitude, hence the log);
+    All are O(1) numbers for the network (volumes span four orders of magnitude, hence the log);
     a kept lesion without the values is a corrupt properties file and names the case."""
     kept = [lesion for lesion in properties.get("lesions", []) if lesion.get("kept")]
     n = int(properties.get("n_instances", len(kept)))
     out = np.zeros((n, len(DESCRIPTOR_NAMES)), dtype=np.float32)
     seen = set()
+    head_box = properties.get("head_bbox_canonical")
     for lesion in kept:
         index = lesion.get("instance_index")
         try:
             volume = float(lesion["volume_mm3"])
             depth = float(lesion["depth_below_head_surface_mm"])
+            position = relative_position(lesion["centroid_index_zyx"], head_box)
         except (KeyError, TypeError, ValueError):
-            raise DatasetError(error(f"lesion {lesion.get('label')} lacks volume_mm3 or depth_below_head_surface_mm: "
-                                     "re-run glmil_preprocess", case)) from None
+            raise DatasetError(error(f"lesion {lesion.get('label')} lacks volume_mm3, depth_below_head_surface_mm or "
+                                     "centroid_index_zyx, or the case lacks head_bbox_canonical: re-run "
+                                     "glmil_preprocess", case)) from None
         if not isinstance(index, int) or not 0 <= index < n or index in seen:
             raise DatasetError(error(f"lesion {lesion.get('label')} has an invalid instance_index {index!r} "
                                      f"for {n} instances: re-run glmil_preprocess", case))
         seen.add(index)
-        out[index] = (math.log1p(max(volume, 0.0)), depth / 10.0)
+        out[index] = (math.log1p(max(volume, 0.0)), depth / 10.0, *position)
     if len(seen) != n:
         raise DatasetError(error(f"the properties list {len(seen)} kept lesions but n_instances is {n}: "
                                  "re-run glmil_preprocess", case))
@@ -50,7 +63,7 @@ def collate_bags(
     global_volumes: Sequence[np.ndarray], bags: Sequence[np.ndarray], descriptors: Sequence[np.ndarray]
 ) -> dict[str, np.ndarray]:
     """Stack cases into ``global`` (B, C+1, Z, Y, X), ``instances`` (B, N, S, C+1, pz, py, px),
-    ``instance_mask`` (B, N) and ``instance_descriptors`` (B, N, 2), with N the largest bag of the
+    ``instance_mask`` (B, N) and ``instance_descriptors`` (B, N, D), with N the largest bag of the
     batch (at least 1, so that a batch of lesion-free cases still has a well-formed tensor).
     Padding rows are zeros and masked out."""
     if not bags:

@@ -9,7 +9,7 @@ documentation/training_data.md) as numpy arrays, plus every target array and ``c
 | ``global`` | (B, C+1, Z, Y, X) | float32 |
 | ``instances`` | (B, N, S, C+1, pz, py, px) | float32, zero padding |
 | ``instance_mask`` | (B, N) | bool |
-| ``instance_descriptors`` | (B, N, 2) | float32 |
+| ``instance_descriptors`` | (B, N, D) | float32 (D = ``NUM_DESCRIPTORS``) |
 | ``clinical_values`` | (B, F) | float32, NaN = missing |
 | ``clinical_categories`` | (B, K) | int64, -1 = missing |
 | ``<binary>``, ``<survival>_time``, ``<survival>_event`` | (B,) | float32, NaN = unknown |

@@ -38,7 +38,9 @@ from glmil_auto.model import build_network
 from glmil_auto.model.clinical_encoder import encode_clinical_table
 from glmil_auto.paths import preprocessed_folder, resolve_dataset_name, results_folder
 from glmil_auto.training.augmentation import get_training_transforms, get_validation_transforms, make_augmenter
+from glmil_auto.preprocessing.storage import load_properties
 from glmil_auto.training.checkpointing import load_checkpoint, rng_states, save_checkpoint, set_rng_states
+from glmil_auto.training.clinical_offset_fit import fit_network_offset
 from glmil_auto.training.data_loader import GLMILDataLoader, case_targets
 from glmil_auto.training.losses import GLMILLoss
 from glmil_auto.training.progress_plot import plot_progress
@@ -62,7 +64,12 @@ class GLMILTrainer:
     lr_schedule = "cosine"  # or "poly" (nnU-Net's (1 - epoch / epochs) ** 0.9)
     save_every = 5  # epochs between checkpoint_latest.pt writes
     selection_ema = 0.7  # weight of the previous value in the EMA of the selection metric
-    network_mode = "full"  # or an ablation: global_only, local_only, concat
+    network_mode = "full"  # or an ablation: global_only, local_only, concat, clinical_only
+    use_clinical_offset = True  # the clinical + volumetric linear predictor the network corrects
+    select_best_checkpoint = True  # checkpoint_final.pt = the weights of the best validation EMA
+    # The offset is a calibrated (unweighted) logistic fit; weighting positives by prevalence would
+    # push every correction towards inflated probabilities, so the plans' weights are off by default.
+    use_positive_class_weights = False
     class_balanced_endpoint: str | None = None  # oversample this binary endpoint's positives
     seed = 12345
     deterministic = False
@@ -98,6 +105,8 @@ class GLMILTrainer:
         self.best_ema: float | None = None
         self.ema: float | None = None
         self.log: list[dict[str, Any]] = []
+        self.selected_epoch: int | None = None
+        self.starting_point_validation: dict[str, float] | None = None
         self.was_initialized = False
 
     @property
@@ -111,8 +120,15 @@ class GLMILTrainer:
             torch.backends.cudnn.benchmark = False
         torch.manual_seed(self.seed)
         self.network = build_network(self.plans, mode=self.network_mode).to(self.device)
-        values, _ = self._clinical(self.train_cases)
+        values, categories = self._clinical(self.train_cases)
         self.network.clinical_encoder.fit(values)
+        self.offset_record: dict[str, Any] | None = None
+        if self.use_clinical_offset:
+            folder = self.preprocessed / self.plans_name / "Tr"
+            properties = [load_properties(folder, case) for case in self.train_cases]
+            targets = case_targets(self.table.loc[self.train_cases], self.endpoints, self.spec)
+            self.offset_record = fit_network_offset(self.network, values, categories, properties, targets,
+                                                    self.endpoints)
         self.model: nn.Module = self.network
         if self.world_size > 1:
             self.model = nn.parallel.DistributedDataParallel(
@@ -120,7 +136,9 @@ class GLMILTrainer:
                 find_unused_parameters=True)
         losses = self.plans["training"]["losses"]
         # a memory larger than the training set would only hold stale copies of the same cases
-        self.loss = GLMILLoss(self.endpoints, losses["endpoint_weights"], losses["positive_class_weights"],
+        positive_weights = (losses["positive_class_weights"] if self.use_positive_class_weights
+                            else {name: 1.0 for name in losses["positive_class_weights"]})
+        self.loss = GLMILLoss(self.endpoints, losses["endpoint_weights"], positive_weights,
                               losses["load_balancing_weight"], memory_capacity=min(256, len(self.train_cases))
                               ).to(self.device)
         self.optimizer = torch.optim.AdamW(self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay)
@@ -189,6 +207,8 @@ class GLMILTrainer:
         if self.is_main:
             write_json_atomic(self.output_folder / "debug.json", self._debug_info())
             self.write_model_folder_files()
+        if self.current_epoch == 0 and self.best_ema is None:
+            self._validate_starting_point()
         while self.current_epoch < self.num_epochs:
             epoch, started = self.current_epoch, time.perf_counter()
             self.network.train()
@@ -200,10 +220,38 @@ class GLMILTrainer:
             self.scheduler.step()
             metrics, _ = self.validate()
             self._end_epoch(epoch, records, metrics, time.perf_counter() - started)
+        best = self.output_folder / "checkpoint_best.pt"
+        if self.select_best_checkpoint and best.is_file():
+            last_epoch = self.current_epoch
+            self.network.load_state_dict(load_checkpoint(best, map_location=self.device)["network"])
+            self.selected_epoch = self._best_epoch()
+            logger.info("final weights: the best validation EMA (%.4f) after epoch %s of %d", self.best_ema,
+                        self.selected_epoch, last_epoch)
         if self.is_main:
             self.save_checkpoint(self.output_folder / "checkpoint_final.pt")
             (self.output_folder / "checkpoint_latest.pt").unlink(missing_ok=True)
         self.perform_final_validation()
+
+    def _validate_starting_point(self) -> None:
+        """Validate the untrained network (= the clinical offset) so that model selection can keep
+        it when no epoch does better: the trained model is then never worse than the linear model
+        on the validation cases."""
+        metrics, _ = self.validate()
+        mean = metrics.get("mean", math.nan)
+        if math.isnan(mean):
+            return
+        self.ema = self.best_ema = mean
+        self.starting_point_validation = metrics
+        logger.info("starting point (clinical offset only): validation mean %.4f", mean)
+        if self.is_main:
+            self.save_checkpoint(self.output_folder / "checkpoint_best.pt")
+
+    def _best_epoch(self) -> int | None:
+        """The epoch whose EMA is the best one (None: the starting point, before any epoch)."""
+        for entry in self.log:
+            if entry.get("selection_ema") is not None and entry["selection_ema"] >= (self.best_ema or -math.inf):
+                return int(entry["epoch"])
+        return None
 
     def _end_epoch(self, epoch: int, records: list[dict[str, float]], metrics: dict[str, float], seconds: float) -> None:
         mean = metrics.get("mean", math.nan)
@@ -274,6 +322,8 @@ class GLMILTrainer:
             written = predictions.assign(**{f"true_{k}": v for k, v in truth.items()})
             written.to_csv(folder / "predictions.csv", index=False)
             write_json_atomic(folder / "summary.json", {"fold": self.fold, "checkpoint": checkpoint or "final",
+                                                         "selected_epoch": self.selected_epoch,
+                                                         "starting_point_metrics": self.starting_point_validation,
                                                          "n_cases": len(predictions), "metrics": metrics})
         return metrics
 
@@ -290,6 +340,8 @@ class GLMILTrainer:
                 "trainer": type(self).__name__, "plans_name": self.plans_name, "dataset": self.dataset_name,
                 "fold": self.fold, "current_epoch": self.current_epoch, "ema": self.ema, "best_ema": self.best_ema,
                 "network_mode": self.network_mode, "log": json.loads(json.dumps(self.log)),
+                "selected_epoch": self.selected_epoch,
+                "starting_point_validation": json.loads(json.dumps(self.starting_point_validation)),
             },
             "plans": json.dumps(self.plans),
         })
@@ -308,6 +360,8 @@ class GLMILTrainer:
         meta = content["metadata"]
         self.current_epoch, self.ema, self.best_ema = meta["current_epoch"], meta["ema"], meta["best_ema"]
         self.log = meta["log"]
+        self.selected_epoch = meta.get("selected_epoch")
+        self.starting_point_validation = meta.get("starting_point_validation")
         set_rng_states(content["rng"])
 
     def resume(self) -> None:
@@ -338,6 +392,8 @@ class GLMILTrainer:
                 "initial_lr": self.initial_lr, "weight_decay": self.weight_decay, "warmup_epochs": self.warmup_epochs,
                 "batch_size": self.plans["training"]["batch_size"], "network_mode": self.network_mode,
                 "seed": self.seed, "deterministic": self.deterministic,
+                "use_clinical_offset": self.use_clinical_offset, "clinical_offset": self.offset_record,
+                "select_best_checkpoint": self.select_best_checkpoint,
                 "parameters": sum(p.numel() for p in self.network.parameters())}
 
 

@@ -1,0 +1,339 @@
+"""Does the model learn what the images hold? The accuracy benchmark against the truth ceiling,
+the clinical + volumetric baseline, a hand-crafted radiomics peer and the ablations.
+
+    python benchmarks/accuracy.py [--dataset ID] [--trainer T] [--folds 0 1 2 3 4]
+                                  [--ablations globalOnly localOnly concat clinicalOnly] [--ablation-folds ...]
+                                  [--n-train 200 --n-test 150 --centres 3 --size small --seed 0]
+                                  [--doc documentation/accuracy_measured.md]
+
+Without an existing ``--dataset`` it generates the synthetic cohort (two training centres and an
+external one by default) into ``glmil_raw``. Then, each stage as its own process (wall time and
+peak memory measured per stage): ``glmil_plan_and_preprocess``, ``glmil_train`` for every fold of
+the model and of each ablation (trainer ``<T>_<ablation>``), ``glmil_predict`` of the external
+centre with each fold ensemble, and in this process the clinical baseline and the radiomics peer.
+
+It prints one table per endpoint and cohort (the training centres' out-of-fold predictions, the
+external centre) with rows: ceiling (truth file), the model, the ablations, the clinical baseline
+(logistic / Cox on the clinical variables + lesion count + total volume, fitted on the training
+cases), the radiomics peer (logistic on per-patient aggregates, and a lesion-level noisy-OR);
+each with AUC (binary) or Harrell's C (OS), a bootstrap 95 % CI, the expected AUC under the true
+probabilities and the fraction of the baseline -> ceiling gap it closes. Finished trainings and
+preprocessed cases are reused (``--retrain`` trains again).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+ABLATIONS = ("clinicalOnly", "localOnly", "globalOnly", "concat")  # cheapest first
+
+
+# ---------------------------------------------------------------------------------------- stages
+class StageTimer:
+    """Runs commands as child processes and records wall time and the child's peak RSS."""
+
+    def __init__(self, log_folder: Path, quiet: bool = False):
+        self.log_folder = log_folder
+        self.log_folder.mkdir(parents=True, exist_ok=True)
+        self.quiet = quiet
+        self.rows: list[dict[str, Any]] = []
+
+    def run(self, stage: str, command: list[str]) -> None:
+        log = self.log_folder / f"{stage.replace(' ', '_').replace('/', '_')}.log"
+        if not self.quiet:
+            print(f"[{time.strftime('%H:%M:%S')}] {stage}: {' '.join(command)}", flush=True)
+        started = time.perf_counter()
+        with open(log, "w") as handle:
+            process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
+            _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - started
+        code = os.waitstatus_to_exitcode(status)
+        self.rows.append({"stage": stage, "seconds": seconds, "peak_mib": usage.ru_maxrss / 1024})
+        if code != 0:
+            tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-30:])
+            raise SystemExit(f"stage '{stage}' failed (exit {code}); log {log}:\n{tail}")
+
+    def record(self, stage: str, seconds: float, peak_mib: float = float("nan")) -> None:
+        self.rows.append({"stage": stage, "seconds": seconds, "peak_mib": peak_mib})
+
+    def table(self) -> str:
+        lines = ["| stage | wall s | peak MiB (that process) |", "|---|---|---|"]
+        for r in self.rows:
+            peak = "–" if not np.isfinite(r["peak_mib"]) else f"{r['peak_mib']:.0f}"
+            lines.append(f"| {r['stage']} | {r['seconds']:.0f} | {peak} |")
+        return "\n".join(lines)
+
+
+def _bin(name: str) -> str:
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+# ---------------------------------------------------------------------------------------- data
+def ensure_dataset(args: argparse.Namespace, timer: StageTimer) -> Path:
+    from glmil_auto.paths import DatasetNotFoundError, raw_folder, resolve_dataset_name
+
+    try:
+        return raw_folder() / resolve_dataset_name(args.dataset, [raw_folder()])
+    except DatasetNotFoundError:
+        pass
+    timer.run("generate synthetic cohort", [
+        _bin("glmil_generate_synthetic"), "-ntr", str(args.n_train), "-nts", str(args.n_test), "-nc", str(args.centres),
+        "-s", str(args.size), "--seed", str(args.seed), "-np", str(args.np), "-d", str(args.dataset),
+        "--name", args.name, "--no_progress"])
+    return raw_folder() / resolve_dataset_name(args.dataset, [raw_folder()])
+
+
+def trainer_names(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
+    out = [(args.trainer, list(args.folds))]
+    for ablation in args.ablations:
+        out.append((f"{args.trainer}_{ablation}", list(args.ablation_folds or args.folds)))
+    return out
+
+
+def train_and_predict(args: argparse.Namespace, raw: Path, timer: StageTimer, work: Path) -> dict[str, Path]:
+    """Trains every fold of every trainer (reusing finished folds) and predicts the external centre."""
+    from glmil_auto.inference.model_folder import model_folder_for
+
+    predictions = {}
+    for trainer, folds in trainer_names(args):
+        folder = model_folder_for(args.dataset, trainer)
+        for fold in folds:
+            if args.retrain or not (folder / f"fold_{fold}" / "checkpoint_final.pt").is_file():
+                timer.run(f"train {trainer} fold {fold}", [_bin("glmil_train"), str(args.dataset), str(fold), "-tr",
+                                                            trainer, "-device", args.device])
+        if (raw / "imagesTs").is_dir():
+            out = work / "predictions" / trainer
+            shutil.rmtree(out, ignore_errors=True)
+            command = [_bin("glmil_predict"), "-d", str(args.dataset), "-tr", trainer, "-i", str(raw / "imagesTs"),
+                       "-m", str(raw / "labelsTs"), "-c", str(raw / "clinicalTs.csv"), "-o", str(out), "-f", *folds,
+                       "-device", args.device, "--no_progress"]
+            if not args.tta:
+                command.append("--disable_tta")
+            timer.run(f"predict external {trainer} ({len(folds)} folds)", command)
+            predictions[trainer] = out / "predictions.csv"
+    return predictions
+
+
+def out_of_fold(folder: Path, folds: list[str], endpoints: list[dict[str, str]]) -> pd.DataFrame:
+    """Out-of-fold validation predictions of the folds, indexed by case; survival log-risks are
+    standardised per fold (each fold's scale is arbitrary) so that they pool."""
+    frames = []
+    for fold in folds:
+        frame = pd.read_csv(folder / f"fold_{fold}" / "validation" / "predictions.csv", dtype={"case_id": str})
+        for endpoint in endpoints:
+            if endpoint["type"] == "survival":
+                column = frame[f"{endpoint['name']}_log_risk"]
+                frame[endpoint["name"]] = (column - column.mean()) / (column.std() or 1.0)
+        frames.append(frame.set_index("case_id"))
+    return pd.concat(frames)
+
+
+# ---------------------------------------------------------------------------------------- peers
+def fit_peers(args: argparse.Namespace, raw: Path, context: dict[str, Any], timer: StageTimer
+              ) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
+    """Clinical baseline and radiomics peer: out-of-fold on the training centres (per fold fit on
+    the fold's training cases) and on the external centre (fit on every training case)."""
+    from glmil_auto.evaluation import radiomics_peer
+    from glmil_auto.evaluation.clinical_baseline import ClinicalBaseline
+
+    endpoints, plans = context["endpoints"], context["plans"]
+    features = plans["clinical"]["features"]
+    started = time.perf_counter()
+    lesions = {split: radiomics_peer.extract_dataset_features(raw, split, num_processes=args.np, progress=not args.quiet)
+               for split in context["splits_present"]}
+    timer.record("radiomics peer: lesion features (Tr + Ts)", time.perf_counter() - started)
+    started = time.perf_counter()
+
+    def fit_predict(train: list[str], test: list[str], test_split: str) -> dict[str, pd.DataFrame]:
+        tr, te = context["cohorts"]["Tr"], context["cohorts"][test_split]
+        targets = tr["targets_of"](train)
+        baseline = ClinicalBaseline.fit(features, endpoints, *tr["inputs_of"](train), targets)
+        out = {"clinical baseline": pd.DataFrame(baseline.predict(*te["inputs_of"](test)), index=test)}
+        peer = radiomics_peer.RadiomicsPeer.fit(lesions["Tr"], train, tr["table"].loc[train], context["spec"],
+                                                endpoints, targets, seed=args.seed)
+        predicted = peer.predict(lesions[test_split], test, te["table"].loc[test])
+        for row, scores in predicted.items():
+            out[row] = pd.DataFrame(scores, index=test)
+        return out
+
+    oof: dict[str, list[pd.DataFrame]] = {}
+    for fold in args.folds:
+        split = context["splits"][int(fold)]
+        for row, frame in fit_predict(split["train"], split["val"], "Tr").items():
+            oof.setdefault(row, []).append(frame)
+    internal = {row: pd.concat(frames) for row, frames in oof.items()}
+    for row, frame in internal.items():  # pool survival scores as the model's: standardised per fold
+        for endpoint in endpoints:
+            if endpoint["type"] == "survival" and endpoint["name"] in frame.columns:
+                parts = [f[endpoint["name"]] for f in oof[row]]
+                frame[endpoint["name"]] = pd.concat([(p - p.mean()) / (p.std() or 1.0) for p in parts])
+    external = {}
+    if "Ts" in context["cohorts"]:
+        all_train = list(context["cohorts"]["Tr"]["table"].index)
+        external = fit_predict(all_train, list(context["cohorts"]["Ts"]["table"].index), "Ts")
+    timer.record("clinical baseline + radiomics peer fits", time.perf_counter() - started)
+    return internal, external
+
+
+# ---------------------------------------------------------------------------------------- tables
+def build_context(args: argparse.Namespace, raw: Path) -> dict[str, Any]:
+    from glmil_auto.dataset.clinical_table import read_clinical_table
+    from glmil_auto.dataset.dataset_json import load_dataset_json
+    from glmil_auto.experiment_planning.plans_io import DEFAULT_PLANS_NAME, load_plans
+    from glmil_auto.model.clinical_encoder import encode_clinical_table
+    from glmil_auto.paths import preprocessed_folder
+    from glmil_auto.preprocessing.storage import load_properties
+    from glmil_auto.training.data_loader import case_targets
+
+    pre = preprocessed_folder() / raw.name
+    plans = load_plans(pre / f"{DEFAULT_PLANS_NAME}.json")
+    spec = load_dataset_json(raw)
+    endpoints = plans["endpoints"]
+    cohorts = {}
+    for split in ("Tr", "Ts"):
+        table_file = raw / f"clinical{split}.csv"
+        if not table_file.is_file() or not (pre / DEFAULT_PLANS_NAME / split).is_dir():
+            continue
+        table = read_clinical_table(table_file, spec)
+
+        def inputs_of(cases, table=table, split=split):
+            values, categories = encode_clinical_table(table.loc[cases], plans["clinical"]["features"])
+            return values, categories, [load_properties(pre / DEFAULT_PLANS_NAME / split, c) for c in cases]
+
+        cohorts[split] = {"table": table, "inputs_of": inputs_of,
+                          "targets_of": lambda cases, table=table: case_targets(table.loc[cases], endpoints, spec)}
+    splits = json.loads((pre / "splits_final.json").read_text())
+    return {"plans": plans, "spec": spec, "endpoints": endpoints, "cohorts": cohorts, "splits": splits,
+            "splits_present": list(cohorts)}
+
+
+def cohort_tables(args: argparse.Namespace, context: dict[str, Any], cohort: str, cases: list[str],
+                  rows: dict[str, pd.DataFrame], truth: dict | None) -> dict[str, pd.DataFrame]:
+    from glmil_auto.evaluation.accuracy_table import endpoint_table
+    from glmil_auto.evaluation.prediction_metrics import truth_scores
+
+    spec, table = context["spec"], context["cohorts"][cohort]["table"]
+    tables = {}
+    for endpoint in context["endpoints"]:
+        name, kind = endpoint["name"], endpoint["type"]
+        scores = {}
+        truth_values = None
+        if truth is not None:
+            truth_values = truth_scores(truth, spec, name, cases)
+            scores["ceiling (truth)"] = truth_values
+        for row, frame in rows.items():
+            if name in frame.columns:
+                scores[row] = frame[name].reindex(cases).to_numpy(dtype=float)
+        if kind == "binary":
+            outcome, time_ = table.loc[cases, name].to_numpy(dtype=float), None
+        else:
+            declared = spec.endpoints[name]
+            outcome = table.loc[cases, declared.event].to_numpy(dtype=float)
+            time_ = table.loc[cases, declared.time].to_numpy(dtype=float)
+        tables[name] = endpoint_table(name, kind, scores, outcome, time_,
+                                      truth_values if kind == "binary" else None, "clinical baseline",
+                                      "ceiling (truth)" if truth is not None else None, args.bootstrap, args.seed)
+    return tables
+
+
+def external_rows(predictions: dict[str, Path], endpoints: list[dict[str, str]]) -> dict[str, pd.DataFrame]:
+    rows = {}
+    for trainer, path in predictions.items():
+        frame = pd.read_csv(path, dtype={"case_id": str}).set_index("case_id")
+        for endpoint in endpoints:
+            if endpoint["type"] == "survival":
+                frame[endpoint["name"]] = frame[f"{endpoint['name']}_risk"]
+        rows[trainer] = frame
+    return rows
+
+
+# ---------------------------------------------------------------------------------------- main
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="10", help="dataset id (generated when it does not exist)")
+    parser.add_argument("--name", default="SynthAccuracy", help="name of a generated dataset")
+    parser.add_argument("--trainer", default="GLMILTrainer")
+    parser.add_argument("--folds", nargs="+", default=["0", "1", "2", "3", "4"])
+    parser.add_argument("--ablations", nargs="*", default=list(ABLATIONS), choices=ABLATIONS)
+    parser.add_argument("--ablation-folds", nargs="+", default=None, help="folds of the ablations (default: --folds)")
+    parser.add_argument("--n-train", type=int, default=200)
+    parser.add_argument("--n-test", type=int, default=150)
+    parser.add_argument("--centres", type=int, default=3, help="including the external one")
+    parser.add_argument("--size", default="small", help="synthetic size preset or spacing factor")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--np", type=int, default=2, help="processes for generation and preprocessing")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--tta", action="store_true", help="mirror test-time augmentation at prediction")
+    parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument("--retrain", action="store_true", help="train again even where checkpoint_final.pt exists")
+    parser.add_argument("--work", default=None, help="folder for logs and predictions (default: glmil_results/accuracy_<ID>)")
+    parser.add_argument("--doc", default=None, help="also write the tables as Markdown to this file")
+    parser.add_argument("--json", default=None, help="also write every number as JSON to this file")
+    parser.add_argument("--quiet", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    from glmil_auto.evaluation.accuracy_table import format_table
+    from glmil_auto.evaluation.prediction_metrics import truth_for_dataset
+    from glmil_auto.inference.model_folder import model_folder_for
+    from glmil_auto.paths import results_folder
+
+    started = time.perf_counter()
+    work = Path(args.work) if args.work else results_folder() / f"accuracy_{args.dataset}"
+    timer = StageTimer(work / "logs", args.quiet)
+    raw = ensure_dataset(args, timer)
+    timer.run("plan and preprocess", [_bin("glmil_plan_and_preprocess"), "-d", str(args.dataset), "-np", str(args.np)])
+    predictions = train_and_predict(args, raw, timer, work)
+    context = build_context(args, raw)
+    _, truth = truth_for_dataset(raw)
+    peers_internal, peers_external = fit_peers(args, raw, context, timer)
+
+    results: dict[str, Any] = {"tables": {}, "stages": timer.rows}
+    internal_rows = {}
+    for trainer, folds in trainer_names(args):
+        if set(folds) == set(args.folds):  # pooled out-of-fold rows only over the same cases
+            internal_rows[trainer] = out_of_fold(model_folder_for(args.dataset, trainer), folds, context["endpoints"])
+    internal_rows.update(peers_internal)
+    oof_cases = sorted(set().union(*(context["splits"][int(f)]["val"] for f in args.folds)))
+    cohorts = [("training centres, out-of-fold", "Tr", oof_cases, internal_rows)]
+    if "Ts" in context["cohorts"]:
+        external = {**external_rows(predictions, context["endpoints"]), **peers_external}
+        cohorts.append(("external centre", "Ts", list(context["cohorts"]["Ts"]["table"].index), external))
+    text = []
+    for title, split, cases, rows in cohorts:
+        for endpoint, table in cohort_tables(args, context, split, cases, rows, truth).items():
+            results["tables"][f"{split}/{endpoint}"] = table.to_dict(orient="records")
+            text.append(f"### {endpoint}: {title}\n\n{format_table(table)}\n")
+    total = time.perf_counter() - started
+    header = (f"Dataset {raw.name}: {len(context['cohorts']['Tr']['table'])} training cases"
+              + (f", {len(context['cohorts']['Ts']['table'])} external" if "Ts" in context["cohorts"] else "")
+              + f"; trainer {args.trainer}, folds {' '.join(args.folds)}; ablations {', '.join(args.ablations) or 'none'}"
+              + (f" (folds {' '.join(args.ablation_folds)})" if args.ablation_folds else "")
+              + f"; {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}; total {total / 60:.1f} min")
+    report = "\n".join([header, "", *text, "### Stages", "", timer.table(), ""])
+    print("\n" + report)
+    results.update(header=header, total_seconds=total, command=" ".join(["python benchmarks/accuracy.py", *(argv or sys.argv[1:])]))
+    if args.doc:
+        Path(args.doc).write_text(f"# Accuracy benchmark (measured)\n\n`{results['command']}`\n\n{report}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1, default=float))
+    return results
+
+
+if __name__ == "__main__":
+    main()
