@@ -29,7 +29,6 @@ the learned AUCs stay at 0.92 or more over 12-16 seeds and the controls between 
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import contextmanager
 from functools import partial
 
 import numpy as np
@@ -39,6 +38,7 @@ from sklearn.metrics import roc_auc_score
 import branch_learning_data as data
 from glmil_auto.model import build_network
 from glmil_auto.training.losses import masked_bce_with_logits
+from torch_threads import one_thread
 
 N_TEST = 200
 LEARNED_AUC = 0.85
@@ -64,17 +64,6 @@ def tiny_plans(patch: int, grid: int, global_features=(8, 16, 16), local_feature
         "clinical": {"features": [{"name": "age", "type": "numeric", "mean": 60.0, "std": 10.0}]},
         "endpoints": [{"name": "event", "type": "binary"}],
     }
-
-
-@contextmanager
-def one_thread():
-    """Small 3D convolutions on a shared 2-core machine run much faster on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def make_batch(cases: dict[str, np.ndarray], index: np.ndarray, grid: int) -> dict[str, torch.Tensor]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -16,6 +15,7 @@ from glmil_auto.inference.gradcam import global_gradcam, gradcam_in_image_geomet
 from glmil_auto.model import build_network
 from glmil_auto.model.instance_encoder import NUM_DESCRIPTORS
 from glmil_auto.preprocessing.case_preprocessor import CasePreprocessor
+from torch_threads import one_thread
 
 GRID = (24, 24, 24)  # the global input grid of the tiny plans (z, y, x)
 
@@ -61,17 +61,6 @@ def random_volumes(b: int, seed: int = 0) -> torch.Tensor:
     volumes = torch.randn(b, 2, *GRID, generator=g)
     volumes[:, 1] = (torch.rand(b, *GRID, generator=g) > 0.97).float()  # scattered lesion voxels
     return volumes
-
-
-@contextmanager
-def one_thread():
-    """Small convolutions on a shared 2-core machine run ~30x faster on one thread than on two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 # ---------------------------------------------------------------------------------- contract

@@ -136,6 +136,29 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(env):
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
 
 
+def test_offset_is_fitted_and_the_final_model_is_the_selected_one(env):
+    """DeterministicTrainer keeps the default offset and model selection (fold 1 was trained above)."""
+    folder = fold_folder(env, "DeterministicTrainer", "1")
+    offset = json.loads((folder / "debug.json").read_text())["clinical_offset"]
+    assert offset["n_cases"] == N_TRAIN and set(offset["weights"]) == {"local_failure", "distant_failure",
+                                                                        "leptomeningeal_failure", "os"}
+    summary = json.loads((folder / "validation" / "summary.json").read_text())
+    assert set(summary["starting_point_metrics"]) >= {"local_failure", "os", "mean"}
+    final = load_checkpoint(folder / "checkpoint_final.pt")
+    best = load_checkpoint(folder / "checkpoint_best.pt")
+    for key, value in best["network"].items():  # the final model is the best checkpoint's weights
+        torch.testing.assert_close(final["network"][key], value, rtol=0, atol=0, msg=key)
+    meta = final["metadata"]
+    assert meta["selected_epoch"] == meta["best_epoch"] == summary["selected_epoch"]
+    assert meta["current_epoch"] == TinyTrainer.num_epochs  # training ran to the end all the same
+    log = json.loads((folder / "training_log.json").read_text())
+    emas = [e["selection_ema"] for e in log]
+    if summary["selected_epoch"] is None:  # the starting point won: no epoch's EMA beat it
+        assert max(emas) <= meta["best_ema"]
+    else:
+        assert emas[summary["selected_epoch"]] == max(emas) == meta["best_ema"]
+
+
 def test_cli_validation_only_and_missing_checkpoint(env, capsys):
     assert train_entry([str(1), "0", "-tr", "LearningTrainer", "--val", "-device", "cpu"]) == 0
     assert (fold_folder(env, "LearningTrainer") / "validation" / "summary.json").is_file()

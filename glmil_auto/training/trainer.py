@@ -106,6 +106,7 @@ class GLMILTrainer:
         self.ema: float | None = None
         self.log: list[dict[str, Any]] = []
         self.selected_epoch: int | None = None
+        self.best_epoch: int | None = None  # None: the starting point (the clinical offset alone)
         self.starting_point_validation: dict[str, float] | None = None
         self.was_initialized = False
 
@@ -224,7 +225,7 @@ class GLMILTrainer:
         if self.select_best_checkpoint and best.is_file():
             last_epoch = self.current_epoch
             self.network.load_state_dict(load_checkpoint(best, map_location=self.device)["network"])
-            self.selected_epoch = self._best_epoch()
+            self.selected_epoch = self.best_epoch
             logger.info("final weights: the best validation EMA (%.4f) after epoch %s of %d", self.best_ema,
                         self.selected_epoch, last_epoch)
         if self.is_main:
@@ -246,13 +247,6 @@ class GLMILTrainer:
         if self.is_main:
             self.save_checkpoint(self.output_folder / "checkpoint_best.pt")
 
-    def _best_epoch(self) -> int | None:
-        """The epoch whose EMA is the best one (None: the starting point, before any epoch)."""
-        for entry in self.log:
-            if entry.get("selection_ema") is not None and entry["selection_ema"] >= (self.best_ema or -math.inf):
-                return int(entry["epoch"])
-        return None
-
     def _end_epoch(self, epoch: int, records: list[dict[str, float]], metrics: dict[str, float], seconds: float) -> None:
         mean = metrics.get("mean", math.nan)
         if not math.isnan(mean):
@@ -267,7 +261,7 @@ class GLMILTrainer:
         logger.info("epoch %d: train loss %.4f, validation mean %.4f (EMA %s), %.1f s", epoch, train["loss"], mean,
                     "n/a" if self.ema is None else f"{self.ema:.4f}", seconds)
         if self.ema is not None and (self.best_ema is None or self.ema > self.best_ema):
-            self.best_ema = self.ema
+            self.best_ema, self.best_epoch = self.ema, epoch
             self.save_checkpoint(self.output_folder / "checkpoint_best.pt")
         if self.current_epoch % self.save_every == 0 and self.current_epoch < self.num_epochs:
             self.save_checkpoint(self.output_folder / "checkpoint_latest.pt")
@@ -340,7 +334,7 @@ class GLMILTrainer:
                 "trainer": type(self).__name__, "plans_name": self.plans_name, "dataset": self.dataset_name,
                 "fold": self.fold, "current_epoch": self.current_epoch, "ema": self.ema, "best_ema": self.best_ema,
                 "network_mode": self.network_mode, "log": json.loads(json.dumps(self.log)),
-                "selected_epoch": self.selected_epoch,
+                "selected_epoch": self.selected_epoch, "best_epoch": self.best_epoch,
                 "starting_point_validation": json.loads(json.dumps(self.starting_point_validation)),
             },
             "plans": json.dumps(self.plans),
@@ -361,6 +355,7 @@ class GLMILTrainer:
         self.current_epoch, self.ema, self.best_ema = meta["current_epoch"], meta["ema"], meta["best_ema"]
         self.log = meta["log"]
         self.selected_epoch = meta.get("selected_epoch")
+        self.best_epoch = meta.get("best_epoch")
         self.starting_point_validation = meta.get("starting_point_validation")
         set_rng_states(content["rng"])
 
