@@ -109,3 +109,16 @@ def test_untrained_network_predicts_the_clinical_baseline(mode):
     # and the fit found the simulated effects: age, ECD, count and volume all raise the risk
     weights = np.asarray(record["weights"]["os"])
     assert weights[0] > 0 and weights[1] > 0 and weights[-2] + weights[-1] > 0
+
+
+def test_offset_stays_float32_under_autocast():
+    from glmil_auto.model.clinical_offset import ClinicalOffset
+
+    offset = ClinicalOffset(4, 2)
+    g = torch.Generator().manual_seed(0)
+    offset.set_coefficients(torch.randn(2, 4, generator=g), torch.randn(2, generator=g))
+    design = torch.randn(8, 4, generator=g) * 3
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        value = offset(design)
+    assert value.dtype == torch.float32
+    torch.testing.assert_close(value, design @ offset.weight.t() + offset.bias, rtol=1e-6, atol=1e-6)

@@ -52,5 +52,7 @@ class ClinicalOffset(nn.Module):
         self.fitted.fill_(True)
 
     def forward(self, design: torch.Tensor) -> torch.Tensor:
-        """``design`` (B, D) -> (B, K) linear predictor per endpoint."""
-        return design.float() @ self.weight.t() + self.bias
+        """``design`` (B, D) -> (B, K) linear predictor per endpoint, in float32 even under autocast
+        (a bfloat16 matmul would round the baseline's logits by about 1 %)."""
+        with torch.autocast(design.device.type, enabled=False):
+            return design.float() @ self.weight.float().t() + self.bias.float()

@@ -88,7 +88,8 @@ class GLMILMoE(nn.Module):
         """The linear predictor's design matrix (B, D) of a batch (see ``clinical_offset.py``)."""
         clinical_inputs = self.clinical_encoder.encode_inputs(batch["clinical_values"], batch["clinical_categories"])
         if "instance_mask" not in batch:  # a batch without a bag (e.g. global-only experiments): no lesion terms
-            return torch.cat([clinical_inputs, clinical_inputs.new_zeros((clinical_inputs.shape[0], 2))], dim=1)
+            no_lesion_terms = clinical_inputs.new_zeros((clinical_inputs.shape[0], len(VOLUMETRIC_DESIGN_NAMES)))
+            return torch.cat([clinical_inputs, no_lesion_terms], dim=1)
         volumetric = volumetric_design(batch["instance_mask"], batch["instance_descriptors"])
         return torch.cat([clinical_inputs, volumetric], dim=1)
 
