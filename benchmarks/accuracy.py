@@ -127,6 +127,11 @@ def train_and_predict(args: argparse.Namespace, raw: Path, timer: StageTimer, wo
     return predictions
 
 
+def standardised(scores: pd.Series) -> pd.Series:
+    """One fold's survival scores on a common scale (each fold's log-risk scale is arbitrary)."""
+    return (scores - scores.mean()) / (scores.std() or 1.0)
+
+
 def out_of_fold(folder: Path, folds: list[str], endpoints: list[dict[str, str]]) -> pd.DataFrame:
     """Out-of-fold validation predictions of the folds, indexed by case; survival log-risks are
     standardised per fold (each fold's scale is arbitrary) so that they pool."""
@@ -135,8 +140,7 @@ def out_of_fold(folder: Path, folds: list[str], endpoints: list[dict[str, str]])
         frame = pd.read_csv(folder / f"fold_{fold}" / "validation" / "predictions.csv", dtype={"case_id": str})
         for endpoint in endpoints:
             if endpoint["type"] == "survival":
-                column = frame[f"{endpoint['name']}_log_risk"]
-                frame[endpoint["name"]] = (column - column.mean()) / (column.std() or 1.0)
+                frame[endpoint["name"]] = standardised(frame[f"{endpoint['name']}_log_risk"])
         frames.append(frame.set_index("case_id"))
     return pd.concat(frames)
 
@@ -179,7 +183,7 @@ def fit_peers(args: argparse.Namespace, raw: Path, context: dict[str, Any], time
         for endpoint in endpoints:
             if endpoint["type"] == "survival" and endpoint["name"] in frame.columns:
                 parts = [f[endpoint["name"]] for f in oof[row]]
-                frame[endpoint["name"]] = pd.concat([(p - p.mean()) / (p.std() or 1.0) for p in parts])
+                frame[endpoint["name"]] = pd.concat([standardised(p) for p in parts])
     external = {}
     if "Ts" in context["cohorts"]:
         all_train = list(context["cohorts"]["Tr"]["table"].index)

@@ -62,8 +62,7 @@ def main() -> None:
     validation = time.perf_counter() - start
     n_val = len(trainer.val_cases)
 
-    every = getattr(trainer, "validate_every", 1)
-    per_epoch = trainer.iterations_per_epoch * (step + loading) + validation / every
+    per_epoch = trainer.iterations_per_epoch * (step + loading) + validation  # validation every epoch
     fold_minutes = trainer.num_epochs * per_epoch / 60 + validation / 60
     print(f"\n{args.trainer} on {trainer.dataset_name}, fold {args.fold}: batch {batch_size}, "
           f"{len(trainer.train_cases)} training / {n_val} validation cases, {trainer.num_epochs} epochs x "
