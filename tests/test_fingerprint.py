@@ -29,6 +29,7 @@ TOP_LEVEL_KEYS = {
     "fingerprint_version", "dataset_name", "channel_names", "num_training_cases", "spacings",
     "shapes_after_crop", "foreground_intensity_properties_per_channel",
     "median_relative_size_after_cropping", "cases", "summary", "endpoints", "clinical_features", "groups",
+    "inputs_sha256",
 }
 CASE_KEYS = {
     "spacing_canonical", "shape_canonical", "head_bbox_shape", "head_extent_mm", "head_volume_mm3",
@@ -272,6 +273,75 @@ def test_cli_writes_to_preprocessed_folder(synthetic, tmp_path, monkeypatch, cap
     assert json.loads(output.read_text())["marker"] is True
     assert extract_fingerprint_entry(["-d", "1", "-np", "1", "--no_progress", "--clean"]) == 0
     assert "marker" not in json.loads(output.read_text())
+
+
+def test_edited_inputs_are_noticed_without_clean(synthetic, tmp_path, monkeypatch):
+    monkeypatch.setenv("glmil_raw", str(synthetic.parent))
+    monkeypatch.setenv("glmil_preprocessed", str(tmp_path / "preprocessed"))
+    monkeypatch.setattr(DatasetFingerprintExtractor, "total_foreground_samples", SMALL_BUDGET)
+    output = tmp_path / "preprocessed" / "Dataset001_SynthBrainMets" / "dataset_fingerprint.json"
+
+    def run_with_marker() -> dict:
+        assert extract_fingerprint_entry(["-d", "1", "-np", "1", "--no_progress"]) == 0
+        fingerprint = json.loads(output.read_text())
+        output.write_text(json.dumps({**fingerprint, "marker": True}))
+        return fingerprint
+
+    first = run_with_marker()
+    assert extract_fingerprint_entry(["-d", "1", "-np", "1", "--no_progress"]) == 0
+    assert json.loads(output.read_text())["marker"] is True  # nothing changed: reused
+
+    table = pd.read_csv(synthetic / "clinicalTr.csv", dtype=str, keep_default_na=False)
+    table.loc[0, "age"] = str(int(table.loc[0, "age"]) + 1)  # a clinical value
+    table.to_csv(synthetic / "clinicalTr.csv", index=False)
+    second = run_with_marker()
+    assert "marker" not in second and second["inputs_sha256"] != first["inputs_sha256"]
+
+    label = sorted((synthetic / "labelsTr").glob("*.nii.gz"))[1]  # a mask edited in place
+    image = sitk.ReadImage(str(label))
+    array = sitk.GetArrayFromImage(image)
+    array[array > 0] = 0
+    edited = sitk.GetImageFromArray(array)
+    edited.CopyInformation(image)
+    sitk.WriteImage(edited, str(label))
+    assert extract_fingerprint_entry(["-d", "1", "-np", "1", "--no_progress"]) == 0
+    third = json.loads(output.read_text())
+    assert "marker" not in third and third["cases"][label.name[:-7]]["n_lesions"] == 0
+
+
+class SlowLastCaseExtractor(DatasetFingerprintExtractor):
+    """The last case takes 2 s longer than the others."""
+
+    @staticmethod
+    def analyze_case(dataset_folder, case, num_foreground_samples):
+        import time
+
+        if case == RawDataset(dataset_folder).cases("Tr")[-1]:
+            time.sleep(2.0)
+        return DatasetFingerprintExtractor.analyze_case(dataset_folder, case, num_foreground_samples)
+
+
+def test_the_progress_bar_moves_as_each_case_finishes(synthetic, tmp_path, monkeypatch):
+    import time
+
+    import glmil_auto.experiment_planning.fingerprint.extractor as extractor_module
+
+    updates: list[float] = []
+
+    class RecordingBar:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def update(self, n=1):
+            updates.append(time.monotonic())
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(extractor_module, "tqdm", RecordingBar)
+    extract(synthetic, tmp_path / "out", num_processes=2, extractor_class=SlowLastCaseExtractor)
+    assert len(updates) == 5
+    assert updates[-1] - updates[0] > 1.0  # the first cases were counted while the slow one still ran
 
 
 def test_cli_reports_missing_dataset_and_bad_data(synthetic, tmp_path, monkeypatch, capsys):

@@ -155,6 +155,21 @@ def test_missing_clinical_values_are_indicated_not_zeroed():
     assert "mean" in encoder.state_dict() and "std" in encoder.state_dict()  # travels in the checkpoint
 
 
+def test_a_category_absent_from_the_folds_training_cases_is_encoded_as_unseen():
+    features = [{"name": "primary", "type": "categorical", "categories": ["breast", "lung", "renal"]},
+                {"name": "site", "type": "categorical", "categories": ["A"]}]
+    encoder = ClinicalEncoder(features, embedding_dim=4)
+    values = np.zeros((3, 0))
+    encoder.fit(values, np.array([[0, 0], [1, 0], [-1, 0]]))  # no renal among this fold's training cases
+    assert encoder.category_seen.tolist() == [True, True, False, True]
+    assert "category_seen" in encoder.state_dict()  # travels in the checkpoint
+    x = encoder.encode_inputs(torch.zeros(4, 0), torch.tensor([[0, 0], [2, 0], [-1, 0], [5, -1]]))
+    torch.testing.assert_close(x[0], torch.tensor([1.0, 0, 0, 0, 1, 0]))
+    torch.testing.assert_close(x[1], x[2])  # renal = missing/unseen in this fold
+    torch.testing.assert_close(x[1], torch.tensor([0.0, 0, 0, 1, 1, 0]))
+    torch.testing.assert_close(x[3], torch.tensor([0.0, 0, 0, 1, 0, 1]))
+
+
 def test_missing_clinical_values_through_the_network(planned):
     plans, dataset_json, table = planned
     net = network(plans, dataset_json)

@@ -172,6 +172,9 @@ def test_bad_cases_fail_alone_with_clear_errors_and_warnings(trained, tmp_path, 
     mask = sitk.ReadImage(str(masks / f"{bad_mask}.nii.gz"))
     mask.SetSpacing([s * 1.5 for s in mask.GetSpacing()])
     sitk.WriteImage(mask, str(masks / f"{bad_mask}.nii.gz"))
+    empty = sitk.ReadImage(str(masks / f"{odd_clinical}.nii.gz"))
+    empty = empty * 0  # a mask without any lesion
+    sitk.WriteImage(empty, str(masks / f"{odd_clinical}.nii.gz"))
     table = pd.read_csv(raw / "clinicalTs.csv", dtype=str, keep_default_na=False)
     table = table[table["case_id"] != no_clinical]
     table.loc[table["case_id"] == odd_clinical, "age"] = "130"
@@ -193,6 +196,7 @@ def test_bad_cases_fail_alone_with_clear_errors_and_warnings(trained, tmp_path, 
     warnings = json.loads((out / f"{odd_clinical}.json").read_text())["warnings"]
     assert any("'age' = 130 is outside the training range" in w for w in warnings)
     assert any("'primary' = 'thyroid' was never seen" in w for w in warnings)
+    assert any("the lesion mask holds no lesion" in w for w in warnings)
     assert json.loads((out / f"{good}.json").read_text())["warnings"] == []
 
 
@@ -212,6 +216,124 @@ def test_continue_prediction_skips_the_cases_already_written(trained, ensemble, 
     frame, failures = predict(trained, out, save_gradcam=True, continue_prediction=True)
     assert calls == [first] and failures == {} and len(frame) == 5
     pd.testing.assert_frame_equal(frame, ensemble[1], rtol=1e-6)
+
+
+def _counting_predict_case(monkeypatch) -> list[str]:
+    calls: list[str] = []
+    original = GLMILPredictor.predict_case
+
+    def counting(self, case, *args, **kwargs):
+        calls.append(case.case_id)
+        return original(self, case, *args, **kwargs)
+
+    monkeypatch.setattr(GLMILPredictor, "predict_case", counting)
+    return calls
+
+
+def test_continue_prediction_predicts_again_what_other_settings_produced(trained, ensemble, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    shutil.copytree(ensemble[0], out)
+    (out / ".tmp_predictions.csv.12345.csv").write_text("half-written by a killed run")
+    calls = _counting_predict_case(monkeypatch)
+    frame, failures = predict(trained, out, save_gradcam=True, continue_prediction=True)
+    assert calls == [] and failures == {}  # same settings: every case reused
+    assert not list(out.glob(".tmp_*"))  # the killed run's temporary file is gone
+    pd.testing.assert_frame_equal(frame, ensemble[1], rtol=1e-6)
+
+    single, _ = predict(trained, out, folds=[0], save_gradcam=True, continue_prediction=True)  # another model
+    assert len(calls) == 5
+    assert not np.allclose(single[BINARY].to_numpy(float), ensemble[1][BINARY].to_numpy(float))
+    settings = json.loads((out / "prediction_settings.json").read_text())
+    assert settings["folds"] == ["0"]
+    assert all(json.loads((out / f"{c}.json").read_text())["produced_by"] == settings["produced_by"]["fingerprint"]
+               for c in single["case_id"])
+
+    calls.clear()
+    predict(trained, out, folds=[0], save_gradcam=True, continue_prediction=True, use_tta=False)
+    assert len(calls) == 5  # TTA changed
+    calls.clear()
+    table = pd.read_csv(trained["raw"] / "clinicalTs.csv", dtype=str, keep_default_na=False)
+    table.loc[0, "age"] = str(int(table.loc[0, "age"]) + 1)
+    table.to_csv(tmp_path / "clinical.csv", index=False)
+    predict(trained, out, folds=[0], save_gradcam=True, continue_prediction=True, use_tta=False,
+            clinical_file=tmp_path / "clinical.csv")
+    assert len(calls) == 5  # the clinical table changed
+
+
+def test_hostile_names_in_a_copied_model_folder_write_nothing_outside_the_output(trained, tmp_path, capsys):
+    raw = trained["raw"]
+    copy = tmp_path / "models" / "copied"
+    shutil.copytree(trained["model"], copy)
+    hostile = "../../../evil_lf"
+    for name in ("plans.json", "dataset.json"):
+        content = json.loads((copy / name).read_text())
+        if name == "plans.json":
+            content["endpoints"][0]["name"] = hostile
+        else:
+            content["endpoints"][hostile] = content["endpoints"].pop("local_failure")
+        (copy / name).write_text(json.dumps(content))
+    before = {p for p in tmp_path.rglob("*")}
+    out = tmp_path / "a" / "b" / "out"
+    code = predict_from_modelfolder_entry(["-i", str(raw / "imagesTs"), "-l", str(raw / "labelsTs"), "-o", str(out),
+                                           "-m", str(copy), "--save_gradcam", "--no_progress", "-device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "plans.json: endpoint name '../../../evil_lf' may only hold letters" in err
+    created = {p for p in tmp_path.rglob("*")} - before
+    assert all(out in p.parents or p == out or out.is_relative_to(p) for p in created), created
+    assert not list(tmp_path.rglob("*evil*"))
+
+
+def test_input_and_output_folder_problems_are_one_line_errors_with_exit_code_2(trained, tmp_path, capsys):
+    raw = trained["raw"]
+    model = ["-m", str(raw / "labelsTs"), "-d", "1", "-tr", "PredictionTestTrainer", "--no_progress", "-device", "cpu"]
+
+    def run(images: Path, out: Path) -> str:
+        assert predict_entry(["-i", str(images), "-o", str(out), *model]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and "Traceback" not in err
+        return err
+
+    (tmp_path / "empty").mkdir()
+    assert "no image files named {case}_{cccc}.nii.gz" in run(tmp_path / "empty", tmp_path / "o1")
+    assert "found nothing" in run(tmp_path / "empty", tmp_path / "o1")
+
+    uncompressed = tmp_path / "uncompressed"
+    uncompressed.mkdir()
+    case = sorted((raw / "imagesTs").glob("*_0000.nii.gz"))[0].name[: -len("_0000.nii.gz")]
+    for channel in (0, 1):
+        sitk.WriteImage(sitk.ReadImage(str(raw / "imagesTs" / f"{case}_{channel:04d}.nii.gz")),
+                        str(uncompressed / f"{case}_{channel:04d}.nii"))
+    err = run(uncompressed, tmp_path / "o2")
+    assert f"found {case}_0000.nii, {case}_0001.nii" in err and "0000 = T1c, 0001 = FLAIR" in err
+
+    no_suffix = tmp_path / "no_suffix"
+    no_suffix.mkdir()
+    shutil.copy(raw / "imagesTs" / f"{case}_0000.nii.gz", no_suffix / f"{case}.nii.gz")  # SBM_0021 -> 'SBM', 21
+    err = run(no_suffix, tmp_path / "o3")
+    assert "the channel suffix is missing" in err and f"{case}_0000.nii.gz" in err
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    err = run(raw / "imagesTs", blocker / "out")
+    assert "cannot write the predictions to" in err and len(err.strip().splitlines()) == 1
+
+
+def test_risk_groups_come_from_the_out_of_fold_predictions_of_the_checkpoint_used(trained, ensemble, tmp_path,
+                                                                                  capsys):
+    from glmil_auto.inference.model_folder import ModelFolderError
+
+    model = trained["model"]
+    final_tables = {f: (model / f"fold_{f}" / "validation" / "predictions.csv").read_text() for f in (0, 1)}
+    with pytest.raises(ModelFolderError, match="predictions_checkpoint_best.csv is missing.*--val --val_best"):
+        GLMILPredictor(model, checkpoint_name="checkpoint_best.pt", device="cpu")
+    for fold in (0, 1):
+        run_training(1, fold, "PredictionTestTrainer", only_validate=True, validate_best=True)
+        assert (model / f"fold_{fold}" / "validation" / "predictions.csv").read_text() == final_tables[fold]
+    predictor = GLMILPredictor(model, checkpoint_name="checkpoint_best.pt", device="cpu")
+    record = json.loads((model / "risk_groups_checkpoint_best.json").read_text())
+    assert record["checkpoint"] == "checkpoint_best.pt" and record["endpoints"] == predictor.risk_scales
+    assert json.loads((model / "risk_groups.json").read_text())["checkpoint"] == "checkpoint_final.pt"
 
 
 def test_model_folder_problems_are_clear(trained, tmp_path, capsys):

@@ -159,6 +159,75 @@ def test_corrupt_file_names_case_and_file_and_keeps_finished_work(copy_env):
         DatasetPreprocessor(raw, "plans", num_processes=2).run(progress=False)
 
 
+def test_edited_inputs_are_redone_and_clean_redoes_everything(copy_env, capsys):
+    import os
+
+    import pandas as pd
+
+    from glmil_auto.preprocessing.entry_points import preprocess_entry
+
+    raw, preprocessed = copy_env
+    preprocessor = DatasetPreprocessor(raw, "plans", num_processes=1)
+    assert preprocessor.run(progress=False) == {"processed": 7, "skipped": 0}
+    assert preprocessor.run(progress=False) == {"processed": 0, "skipped": 7}
+
+    table = pd.read_csv(raw / "clinicalTr.csv", dtype=str, keep_default_na=False)
+    table.loc[table["case_id"] == "SBM_0002", "kps"] = "40"  # a clinical value
+    table.to_csv(raw / "clinicalTr.csv", index=False)
+    image = raw / "imagesTr" / "SBM_0004_0000.nii.gz"  # an image replaced by another file
+    stat = image.stat()
+    os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert preprocessor.run(progress=False) == {"processed": 2, "skipped": 5}
+    properties = json.loads(case_paths(preprocessed / "plans" / "Tr", "SBM_0004")["properties"].read_text())
+    assert properties["inputs"]["files"]["SBM_0004_0000.nii.gz"] == [stat.st_size, stat.st_mtime_ns + 10**9]
+
+    assert preprocess_entry(["-d", "2", "-np", "1", "--no_progress", "--clean"]) == 0
+    assert "preprocessed 7 case(s), 0 already up to date" in capsys.readouterr().out
+
+
+def test_huge_finite_intensities_are_normalised_in_float64(copy_env):
+    raw, preprocessed = copy_env
+    path = raw / "imagesTr" / "SBM_0001_0000.nii.gz"
+    image = sitk.ReadImage(str(path), sitk.sitkFloat32)
+    scaled = sitk.GetImageFromArray(sitk.GetArrayFromImage(image) * np.float32(1e33) + np.float32(1e33))
+    scaled.CopyInformation(image)
+    sitk.WriteImage(scaled, str(path))
+    DatasetPreprocessor(raw, "plans", num_processes=1).run(progress=False)
+    g, l, props = load_case(preprocessed / "plans" / "Tr", "SBM_0001")
+    assert np.isfinite(g).all() and np.isfinite(l).all()
+    assert np.isfinite(props["normalisation"]["0"]["mean"]) and props["normalisation"]["0"]["mean"] > 1e33
+    reference, _, _ = load_case(preprocessed / "plans" / "Tr", "SBM_0002")
+    assert abs(float(np.median(g[0])) - float(np.median(reference[0]))) < 1.0  # an ordinary z-score
+
+
+def test_a_non_finite_array_is_never_written(tmp_path):
+    from glmil_auto.preprocessing.normalisation import zscore_in_region
+    from glmil_auto.preprocessing.storage import save_case
+
+    channel = np.full((4, 4, 4), 3e33, np.float32)
+    channel[0] = 1e33
+    out, stats = zscore_in_region(channel, np.ones(channel.shape, bool))
+    assert np.isfinite(out).all() and np.isclose(out.mean(), 0.0, atol=1e-5)
+    bad = np.zeros((2, 4, 4, 4), np.float32)
+    bad[0, 1, 2, 3] = np.nan
+    with pytest.raises(DatasetError, match="holds 1 NaN or infinite") as info:
+        save_case(tmp_path / "Tr", "SBM_0007", bad, np.zeros((0, 1, 2, 4, 4, 4), np.float32), {})
+    problem = info.value.problems[0]
+    assert problem.case == "SBM_0007" and problem.file.endswith("SBM_0007_global.b2nd")
+    assert not (tmp_path / "Tr").exists() or not list((tmp_path / "Tr").iterdir())
+
+
+def test_suspicious_inputs_are_warned_about():
+    from glmil_auto.preprocessing.case_preprocessor import input_warnings
+
+    images = np.ones((2, 1, 8, 8), np.float32)
+    warnings = input_warnings(images, np.zeros((1, 8, 8), bool))
+    assert len(warnings) == 2 and "single slice along z" in warnings[0] and "holds no lesion" in warnings[1]
+    mask = np.zeros((4, 8, 8), bool)
+    mask[2, 3, 3] = True
+    assert input_warnings(np.ones((2, 4, 8, 8), np.float32), mask) == []
+
+
 def test_case_without_lesions_gets_an_empty_bag(copy_env):
     raw, preprocessed = copy_env
     label = raw / "labelsTr" / "SBM_0001.nii.gz"
@@ -198,6 +267,59 @@ def test_a_killed_worker_is_an_error_not_a_hang(copy_env):
 
     with pytest.raises(RuntimeError, match="worker died"):
         preprocessor._run_pool(tasks, tqdm(disable=True), worker=die)
+
+
+def _children(pid: int) -> list[int]:
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs Linux /proc")
+def test_pool_workers_exit_when_the_parent_is_killed(copy_env):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = ("from glmil_auto.preprocessing.entry_points import preprocess_entry; "
+            "preprocess_entry(['-d', '2', '-np', '2', '--clean', '--no_progress'])")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        workers: list[int] = []
+        while time.monotonic() < deadline and len(workers) < 3:  # the resource tracker and two workers
+            time.sleep(0.05)
+            workers = _children(parent.pid)
+        assert len(workers) >= 3, "the pool did not start"
+        time.sleep(0.5)
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and any(_alive(w) for w in workers):
+            time.sleep(0.1)
+        assert not [w for w in workers if _alive(w)], "orphaned workers kept running"
+    finally:
+        for pid in [parent.pid, *_children(parent.pid)]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
 
 
 def test_dataset_this_project_did_not_generate(handmade_dataset, tmp_path, monkeypatch):

@@ -178,6 +178,41 @@ def test_two_process_gloo_ddp_trains_and_checkpoints(env):
     assert len(pd.read_csv(folder / "validation" / "predictions.csv")) == N_VAL  # gathered from both ranks
 
 
+def _train_subprocess(command: list[str], timeout: int = 420) -> None:
+    import subprocess
+
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)  # a deadlock fails here
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def test_ddp_val_best_finishes_and_torchrun_gives_the_num_gpus_numbers(env):
+    """``--num-gpus 2 --val_best`` once hung: rank 0 validated alone and waited for rank 1 in the
+    gather. Both launchers must finish and agree (gloo, deterministic algorithms)."""
+    import sys
+
+    folder = fold_folder(env, "GLMILTrainer_2epochs", "2")
+    common = ["1", "2", "-tr", "GLMILTrainer_2epochs", "-device", "cpu", "--val_best", "--deterministic"]
+    glmil_train = [sys.executable, "-m", "glmil_auto.training.entry_points"]
+    _train_subprocess([*glmil_train, *common, "--num-gpus", "2"])
+    spawned_log = json.loads((folder / "training_log.json").read_text())
+    spawned_best = pd.read_csv(folder / "validation" / "predictions_checkpoint_best.csv")
+    final = pd.read_csv(folder / "validation" / "predictions.csv")
+    assert len(spawned_best) == len(final) == N_VAL  # gathered from both ranks; the final one's kept
+    assert json.loads((folder / "validation" / "summary_checkpoint_best.json").read_text())["checkpoint"] == \
+        "checkpoint_best.pt"
+
+    _train_subprocess([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                       "-m", "glmil_auto.training.entry_points", *common])
+    torchrun_log = json.loads((folder / "training_log.json").read_text())
+    torchrun_best = pd.read_csv(folder / "validation" / "predictions_checkpoint_best.csv")
+    assert len(torchrun_log) == len(spawned_log) == 2
+    for a, b in zip(spawned_log, torchrun_log):
+        np.testing.assert_allclose(a["train"]["loss"], b["train"]["loss"], rtol=1e-5)
+    numeric = [c for c in spawned_best.columns if c != "case_id" and not c.startswith("true_")]
+    pd.testing.assert_frame_equal(spawned_best.sort_values("case_id").reset_index(drop=True)[numeric],
+                                  torchrun_best.sort_values("case_id").reset_index(drop=True)[numeric], rtol=1e-5)
+
+
 def test_missing_preprocessed_file_names_the_case(env):
     folder = env["root"] / "preprocessed" / NAME / "plans" / "Tr"
     victim = sorted(folder.glob("*_local.b2nd"))[0]

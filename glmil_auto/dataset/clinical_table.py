@@ -30,6 +30,8 @@ def _is_missing(cell: str) -> bool:
 
 
 def _parse_number(cell: str) -> float | None:
+    if "_" in cell:  # Python's float() reads "4_5" as 45; a table cell with "_" is not a number
+        return None
     try:
         value = float(cell)
     except ValueError:
@@ -59,6 +61,18 @@ def read_csv_as_text(path: str | Path) -> pd.DataFrame:
     return table.apply(lambda column: column.str.strip())
 
 
+def _delimiter_hint(text_table: pd.DataFrame) -> str:
+    """A hint when the header was read as one column because the file uses another separator."""
+    if len(text_table.columns) != 1:
+        return ""
+    header = str(text_table.columns[0])
+    for delimiter, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "vertical bars")):
+        if delimiter in header:
+            return (f"; the header was read as the single column {header[:60]!r}: the file seems to be separated by "
+                    f"{name}, save it comma-separated (the CSV standard)")
+    return ""
+
+
 def parse_clinical_table(
     text_table: pd.DataFrame,
     spec: DatasetSpec,
@@ -75,7 +89,8 @@ def parse_clinical_table(
     problems: list[Problem] = []
     case_col = spec.case_column
     if case_col not in text_table.columns:
-        problems.append(error(f"case column '{case_col}' (dataset.json 'case_column') is missing", file=file))
+        problems.append(error(f"case column '{case_col}' (dataset.json 'case_column') is missing"
+                              f"{_delimiter_hint(text_table)}", file=file))
         return pd.DataFrame(), problems
 
     ids = text_table[case_col]

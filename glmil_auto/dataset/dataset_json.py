@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from glmil_auto.dataset.problems import DatasetError, Problem, error, raise_if_errors
+from glmil_auto.dataset.safe_names import SAFE_FILE_ENDING, name_problems
+from glmil_auto.utilities.strict_json import loads_strict
 
 DATASET_JSON = "dataset.json"
 CLINICAL_FEATURE_TYPES = ("numeric", "binary", "categorical")
@@ -90,8 +92,14 @@ def validate_dataset_json(content: Any, file: str = DATASET_JSON) -> list[Proble
                 bad(f"'channel_names' keys must be 0..{len(keys) - 1} without gaps, got {keys}")
             if not all(isinstance(v, str) and v for v in channels.values()):
                 bad("'channel_names' values must be non-empty strings")
+            else:
+                problems.extend(name_problems(channels.values(), "channel name", file))
+                repeated = sorted({v for v in channels.values() if list(channels.values()).count(v) > 1})
+                if repeated:
+                    bad(f"channel names must differ, {repeated} name more than one channel")
 
     labels = content.get("labels")
+    labels_ok = False
     if labels is not None:
         if not isinstance(labels, dict) or not labels:
             bad("'labels' must be a non-empty object like {\"background\": 0, \"metastasis\": 1}")
@@ -102,14 +110,16 @@ def validate_dataset_json(content: Any, file: str = DATASET_JSON) -> list[Proble
                 bad("'labels' must declare the background as 0")
             if len(set(labels.values())) != len(labels):
                 bad("'labels' values must be unique (region-based labels are not supported)")
+            labels_ok = True
 
     num_training = content.get("numTraining")
     if num_training is not None and not (_is_int(num_training) and num_training >= 0):
         bad(f"'numTraining' must be a non-negative integer, got {num_training!r}")
 
     file_ending = content.get("file_ending")
-    if file_ending is not None and not (isinstance(file_ending, str) and file_ending.startswith(".")):
-        bad(f"'file_ending' must be a string starting with '.', got {file_ending!r}")
+    if file_ending is not None and not (isinstance(file_ending, str) and SAFE_FILE_ENDING.fullmatch(file_ending)):
+        bad("'file_ending' must be a string starting with '.', holding only dots, letters and digits "
+            f"(like '.nii.gz'), got {file_ending!r}")
 
     for key in ("case_column", "group_column"):
         if key in content and content[key] is not None and not (
@@ -121,7 +131,7 @@ def validate_dataset_json(content: Any, file: str = DATASET_JSON) -> list[Proble
     if lesion_labels is not None:
         if not isinstance(lesion_labels, list) or not all(_is_int(v) and v > 0 for v in lesion_labels):
             bad(f"'lesion_labels' must be a list of positive integers, got {lesion_labels!r}")
-        elif isinstance(labels, dict):
+        elif labels_ok:
             undeclared = sorted(set(lesion_labels) - set(labels.values()))
             if undeclared:
                 bad(f"'lesion_labels' {undeclared} are not declared in 'labels'")
@@ -130,6 +140,7 @@ def validate_dataset_json(content: Any, file: str = DATASET_JSON) -> list[Proble
     if not isinstance(features, dict):
         bad("'clinical_features' must be an object mapping column -> numeric|binary|categorical")
     else:
+        problems.extend(name_problems(features, "clinical feature name", file))
         for name, kind in features.items():
             if kind not in CLINICAL_FEATURE_TYPES:
                 bad(f"clinical feature '{name}' has type {kind!r}; use one of {list(CLINICAL_FEATURE_TYPES)}")
@@ -138,6 +149,7 @@ def validate_dataset_json(content: Any, file: str = DATASET_JSON) -> list[Proble
     if not isinstance(endpoints, dict):
         bad("'endpoints' must be an object mapping endpoint name -> {\"type\": ...}")
     else:
+        problems.extend(name_problems(endpoints, "endpoint name", file))
         for name, declaration in endpoints.items():
             if not isinstance(declaration, dict) or declaration.get("type") not in ENDPOINT_TYPES:
                 bad(f"endpoint '{name}' must be an object with \"type\" in {list(ENDPOINT_TYPES)}")
@@ -181,8 +193,13 @@ def load_dataset_json(dataset_folder: str | Path) -> DatasetSpec:
     path = Path(dataset_folder) / DATASET_JSON
     if not path.is_file():
         raise DatasetError(error(f"{DATASET_JSON} not found in {Path(dataset_folder)}", file=str(path)))
+    return spec_from_dict(read_dataset_json(path), file=str(path))
+
+
+def read_dataset_json(path: str | Path) -> Any:
+    """The parsed content of a dataset.json; :class:`DatasetError` naming the file when it is not
+    valid JSON or repeats a key in one object (``json`` would keep the last value silently)."""
     try:
-        content = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return loads_strict(Path(path).read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError and DuplicateKeyError are ValueErrors
         raise DatasetError(error(f"not valid JSON: {exc}", file=str(path))) from exc
-    return spec_from_dict(content, file=str(path))

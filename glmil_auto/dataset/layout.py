@@ -14,6 +14,8 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
+from glmil_auto.dataset.safe_names import check_case_id
+
 TRAINING = "Tr"
 TEST = "Ts"
 SPLITS = (TRAINING, TEST)
@@ -80,6 +82,9 @@ def scan_label_files(folder: Path, file_ending: str) -> list[str]:
 
 
 def list_cases(dataset_folder: Path, split: str, file_ending: str) -> list[str]:
-    """Sorted case ids that have at least one image file in ``images{split}``."""
+    """Sorted case ids that have at least one image file in ``images{split}``; a case id that
+    cannot be part of an output file name raises :class:`DatasetError` naming its file."""
     channels, _ = scan_image_files(images_folder(dataset_folder, split), file_ending)
+    for case, found in channels.items():
+        check_case_id(case, image_file(dataset_folder, split, case, found[0], file_ending))
     return list(channels)

@@ -6,7 +6,6 @@ reported but do not block (a case without lesions, outcomes left unknown, ...).
 
 from __future__ import annotations
 
-import json
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,9 +15,16 @@ from tqdm import tqdm
 
 from glmil_auto.dataset import layout
 from glmil_auto.dataset.clinical_table import parse_clinical_table, read_csv_as_text
-from glmil_auto.dataset.dataset_json import DATASET_JSON, DatasetSpec, spec_from_dict, validate_dataset_json
+from glmil_auto.dataset.dataset_json import (
+    DATASET_JSON,
+    DatasetSpec,
+    read_dataset_json,
+    spec_from_dict,
+    validate_dataset_json,
+)
 from glmil_auto.dataset.image_io import Geometry, geometry_mismatches, read_image
 from glmil_auto.dataset.nifti_integrity import count_nonfinite_voxels, is_nifti
+from glmil_auto.dataset.safe_names import unsafe_reason
 from glmil_auto.dataset.problems import ERROR, WARNING, DatasetError, Problem, error, warning
 
 
@@ -126,9 +132,9 @@ def _load_spec(folder: Path) -> tuple[DatasetSpec | None, list[Problem]]:
     if not path.is_file():
         return None, [error(f"{DATASET_JSON} is missing", file=str(path))]
     try:
-        content = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        return None, [error(f"not valid JSON: {exc}", file=str(path))]
+        content = read_dataset_json(path)
+    except DatasetError as exc:
+        return None, exc.problems
     problems = validate_dataset_json(content, str(path))
     if problems:
         return None, problems
@@ -152,6 +158,10 @@ def _list_split(folder: Path, split: str, spec: DatasetSpec) -> tuple[list[_Case
     declared = set(spec.channel_names)
     cases: list[_CaseFiles] = []
     for case, found in channels.items():
+        reason = unsafe_reason(case)
+        if reason is not None:
+            first = layout.image_file(folder, split, case, found[0], spec.file_ending)
+            problems.append(error(f"case id {case!r} (from the file name) {reason}; rename the files", case, str(first)))
         for channel in sorted(declared - set(found)):
             expected = layout.image_file(folder, split, case, channel, spec.file_ending)
             problems.append(

@@ -50,7 +50,7 @@ class ClinicalBaseline:
             clinical_categories: np.ndarray, case_properties: Sequence[dict[str, Any]],
             targets: dict[str, np.ndarray]) -> "ClinicalBaseline":
         encoder = ClinicalEncoder(features, 1)
-        encoder.fit(clinical_values)
+        encoder.fit(clinical_values, clinical_categories)
         design = baseline_design(encoder, clinical_values, clinical_categories, case_properties)
         weights, biases = fit_linear_predictors(design, targets, endpoints)
         return cls(features, list(endpoints), encoder, weights, biases)

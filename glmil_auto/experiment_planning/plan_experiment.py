@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from glmil_auto.dataset.dataset_json import load_dataset_json
 from glmil_auto.experiment_planning.device_profile import DeviceProfile, detect_device_profile
 from glmil_auto.experiment_planning.planners import find_planner
 from glmil_auto.experiment_planning.plans_io import DEFAULT_PLANS_NAME, save_plans
@@ -25,7 +26,7 @@ def plan_experiment(
     if not fingerprint_path.is_file():
         raise FileNotFoundError(f"{fingerprint_path} does not exist: run glmil_extract_fingerprint -d {dataset} first")
     fingerprint = json.loads(fingerprint_path.read_text(encoding="utf-8"))
-    dataset_json = json.loads((raw / "dataset.json").read_text(encoding="utf-8"))
+    dataset_json = load_dataset_json(raw).raw  # validated: names safe, no repeated keys
     planner = find_planner(planner_name)(fingerprint, dataset_json, device or detect_device_profile(), plans_name)
     plans = planner.plan()
     path = folder / f"{plans_name}.json"

@@ -17,6 +17,7 @@ from glmil_auto.dataset.dataset_json import DatasetSpec
 from glmil_auto.dataset.image_io import Geometry
 from glmil_auto.dataset.layout import scan_image_files
 from glmil_auto.dataset.problems import DatasetError, error
+from glmil_auto.dataset.safe_names import check_case_id
 
 
 def list_prediction_cases(images_folder: str | Path, spec: DatasetSpec) -> list[str]:
@@ -25,8 +26,29 @@ def list_prediction_cases(images_folder: str | Path, spec: DatasetSpec) -> list[
     folder = Path(images_folder)
     if not folder.is_dir():
         raise DatasetError(error("the input image folder does not exist", file=str(folder)))
-    channels_by_case, _ = scan_image_files(folder, spec.file_ending)
+    channels_by_case, unmatched = scan_image_files(folder, spec.file_ending)
+    if not channels_by_case:
+        found = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+        shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "") if found else "nothing"
+        raise DatasetError(error(f"no image files named {{case}}_{{cccc}}{spec.file_ending} (one per channel, "
+                                 f"{_channel_list(spec)}); found {shown}", file=str(folder)))
+    declared = set(spec.channel_names)
+    for case, found in channels_by_case.items():
+        first = folder / f"{case}_{found[0]:04d}{spec.file_ending}"
+        undeclared = sorted(set(found) - declared)
+        if undeclared:
+            name = f"{case}_{undeclared[0]:04d}"
+            raise DatasetError(error(
+                f"channel {undeclared[0]:04d} is not one of the dataset's channels ({_channel_list(spec)}): if "
+                f"'{name}' is the whole case id, the channel suffix is missing; name the files {name}_0000"
+                f"{spec.file_ending}, {name}_0001{spec.file_ending}, ...", case=case,
+                file=str(folder / f"{name}{spec.file_ending}")))
+        check_case_id(case, first)
     return sorted(channels_by_case)
+
+
+def _channel_list(spec: DatasetSpec) -> str:
+    return ", ".join(f"{c:04d} = {name}" for c, name in sorted(spec.channel_names.items()))
 
 
 def channel_files(images_folder: Path, case: str, spec: DatasetSpec) -> list[Path]:

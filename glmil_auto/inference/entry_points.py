@@ -1,7 +1,9 @@
 """``glmil_predict`` and ``glmil_predict_from_modelfolder`` (nnUNetv2_predict's user experience).
 
 Exit status 0 when every case was predicted; 1 when some failed (the others are written, and
-``OUT/failed_cases.json`` names the failures and why); 2 for bad arguments or a missing model.
+``OUT/failed_cases.json`` names the failures and why); 2 for a model, argument or input-folder
+problem (a missing or unsafe model folder, no matching image files, an output folder that cannot
+be written), with one line saying what is wrong.
 """
 
 from __future__ import annotations
@@ -46,6 +48,10 @@ def _run(args: argparse.Namespace, model_folder: str, masks: str, argv: list[str
             progress=not args.no_progress, command_line=argv)
     except (ModelFolderError, FileNotFoundError, DatasetError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the output folder cannot be created or written
+        print(f"error: cannot write the predictions to {args.output}: {exc.strerror or exc}"
+              f"{f' ({exc.filename})' if exc.filename else ''}", file=sys.stderr)
         return 2
     print(f"predicted {len(frame)} case(s) with fold(s) {predictor.model.folds} -> {args.output}/predictions.csv")
     if failures:

@@ -1,5 +1,6 @@
 """A trained model folder: ``<glmil_results>/<Dataset>/<Trainer>__<plans>/`` with ``plans.json``,
-``dataset.json`` and ``fold_<k>/checkpoint_*.pt`` (+ ``fold_<k>/validation/predictions.csv``).
+``dataset.json`` and ``fold_<k>/checkpoint_*.pt`` (+ ``fold_<k>/validation/predictions.csv``, the final
+checkpoint's out-of-fold predictions, and ``predictions_<checkpoint>.csv`` for any other one).
 
 The trainer writes plans.json and dataset.json beside the folds, so the folder can be copied to
 another machine and predict there without raw or preprocessed data. For folders trained before
@@ -15,9 +16,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from glmil_auto.dataset.dataset_json import DatasetSpec, load_dataset_json
+from glmil_auto.dataset.safe_names import unsafe_reason
 from glmil_auto.experiment_planning.plans_io import DEFAULT_PLANS_NAME
 from glmil_auto.paths import preprocessed_folder, resolve_dataset_name, results_folder
 from glmil_auto.training.checkpointing import load_checkpoint
+from glmil_auto.training.validation_files import validation_file_names
 
 DEFAULT_CHECKPOINT = "checkpoint_final.pt"
 
@@ -38,7 +41,13 @@ class ModelFolder:
         return self.path / f"fold_{fold}" / self.checkpoint_name
 
     def validation_predictions(self, fold: str) -> Path:
-        return self.path / f"fold_{fold}" / "validation" / "predictions.csv"
+        """The out-of-fold predictions of *this* checkpoint (``validation_files``)."""
+        return self.path / f"fold_{fold}" / "validation" / validation_file_names(self.checkpoint_name)[0]
+
+    def risk_groups_file(self) -> Path:
+        """Where the risk scales learnt from this checkpoint's out-of-fold predictions are recorded."""
+        stem = validation_file_names(self.checkpoint_name)[1][len("summary"):-len(".json")]
+        return self.path / f"risk_groups{stem}.json"
 
 
 def model_folder_for(dataset: str | int, trainer: str = "GLMILTrainer", plans_name: str = DEFAULT_PLANS_NAME) -> Path:
@@ -67,7 +76,21 @@ def open_model_folder(path: str | Path, folds: Sequence[int | str] | None = None
     missing = [f for f in chosen if not (path / f"fold_{f}" / checkpoint_name).is_file()]
     if missing:
         raise ModelFolderError(f"{checkpoint_name} missing for fold(s) {missing} in {path}")
-    return ModelFolder(path, _plans(path, chosen[0], checkpoint_name), _spec(path), chosen, checkpoint_name)
+    plans = _plans(path, chosen[0], checkpoint_name)
+    _check_plans_names(plans, path)
+    return ModelFolder(path, plans, _spec(path), chosen, checkpoint_name)
+
+
+def _check_plans_names(plans: dict[str, Any], path: Path) -> None:
+    """A model folder copied from elsewhere is input too: its endpoint, channel and clinical
+    feature names become parts of output file names (dataset.json is checked when it is read)."""
+    names = [("endpoint name", e.get("name")) for e in plans.get("endpoints", [])]
+    names += [("channel name", n) for n in dict(plans.get("channel_names", {})).values()]
+    names += [("clinical feature name", f.get("name") if isinstance(f, dict) else f)
+              for f in plans.get("clinical", {}).get("features", [])]
+    bad = [f"{what} {name!r} {reason}" for what, name in names if (reason := unsafe_reason(name)) is not None]
+    if bad:
+        raise ModelFolderError(f"{path / 'plans.json'}: " + "; ".join(bad))
 
 
 def _plans(path: Path, fold: str, checkpoint_name: str) -> dict[str, Any]:

@@ -20,8 +20,10 @@ Outputs of :meth:`GLMILPredictor.predict_from_files` in ``OUT``:
 - ``plans.json``, ``prediction_settings.json`` (command line, model folder, folds, checkpoint,
   TTA, risk scales) and, when cases failed, ``failed_cases.json``.
 
-A case's JSON is written last (atomically), so it marks the case as done for
-``continue_prediction``; ``predictions.csv`` is rebuilt from the case JSONs at the end.
+A case's JSON is written last (atomically) and carries the fingerprint of what produced it
+(:meth:`GLMILPredictor.produced_by`: model folder, checkpoint hashes, folds, TTA, clinical table),
+so ``continue_prediction`` reuses exactly the cases that the same settings produced and predicts
+the others again; ``predictions.csv`` is rebuilt from the case JSONs at the end.
 """
 
 from __future__ import annotations
@@ -42,9 +44,10 @@ from tqdm import tqdm
 
 from glmil_auto.dataset.dataset_json import DatasetSpec
 from glmil_auto.dataset.image_io import Geometry, write_image
+from glmil_auto.dataset.safe_names import path_inside
 from glmil_auto.inference.case_reader import list_prediction_cases, read_prediction_case
 from glmil_auto.inference.clinical_inputs import ClinicalInputs
-from glmil_auto.inference.model_folder import DEFAULT_CHECKPOINT, open_model_folder
+from glmil_auto.inference.model_folder import DEFAULT_CHECKPOINT, ModelFolderError, open_model_folder
 from glmil_auto.inference.risk_groups import assign_risk_groups, fit_risk_scales, read_oof_tables
 from glmil_auto.inference.test_time_augmentation import (
     concatenate_batches,
@@ -57,7 +60,8 @@ from glmil_auto.model.network import GLMILMoE
 from glmil_auto.preprocessing.case_preprocessor import CasePreprocessor
 from glmil_auto.training.bag_collation import collate_bags, instance_descriptors
 from glmil_auto.training.checkpointing import load_checkpoint
-from glmil_auto.utilities.atomic_files import write_csv_atomic, write_json_atomic
+from glmil_auto.utilities.atomic_files import remove_stale_temporaries, write_csv_atomic, write_json_atomic
+from glmil_auto.utilities.content_hash import file_sha256, json_sha256
 from glmil_auto.utilities.mixed_precision import autocast
 from glmil_auto.utilities.worker_init import single_threaded_image_worker
 
@@ -124,6 +128,7 @@ class GLMILPredictor:
                                         augmentation["local"].get("mirror_axes", []), enabled=use_tta)
         self.preprocessor = CasePreprocessor(self.plans)
         self.risk_scales = self._risk_scales()
+        self.checkpoint_sha256 = {fold: file_sha256(self.model.checkpoint(fold)) for fold in self.model.folds}
 
     # ------------------------------------------------------------------ setup
     def _load_network(self, fold: str) -> GLMILMoE:
@@ -137,13 +142,35 @@ class GLMILPredictor:
         if not self.survival:
             return {}
         files = {fold: self.model.validation_predictions(fold) for fold in self.model.folds}
+        missing = [fold for fold, path in files.items() if not path.is_file()]
+        if missing:  # never scale one checkpoint's risks with another checkpoint's predictions
+            best = "" if self.model.checkpoint_name == "checkpoint_final.pt" else " --val_best"
+            raise ModelFolderError(
+                f"{files[missing[0]]} is missing: the risk groups of {self.model.checkpoint_name} need the out-of-fold "
+                f"predictions of that checkpoint for fold(s) {missing}; write them with 'glmil_train DATASET FOLD "
+                f"--val{best}'" + ("" if best else " (or predict with the checkpoint that was validated)"))
         scales = fit_risk_scales(read_oof_tables(files), self.survival)
         record = {"checkpoint": self.model.checkpoint_name, "folds": self.model.folds, "endpoints": scales}
         try:  # stored with the model, for the record; a read-only copy still predicts
-            write_json_atomic(self.model.path / "risk_groups.json", record)
+            write_json_atomic(self.model.risk_groups_file(), record)
         except OSError:
             pass
         return scales
+
+    def produced_by(self, clinical_file: str | Path | None) -> dict[str, Any]:
+        """What a case's numbers depend on besides its own images: the model folder, each fold's
+        checkpoint file (sha256), the folds, test-time mirroring, the risk scales and the clinical
+        table (sha256). ``fingerprint`` hashes the rest; ``continue_prediction`` reuses a case only
+        when its JSON carries the same fingerprint."""
+        record: dict[str, Any] = {
+            "model_folder": str(self.model.path.resolve()), "checkpoint": self.model.checkpoint_name,
+            "folds": list(self.model.folds), "checkpoint_sha256": self.checkpoint_sha256,
+            "test_time_mirroring": [[list(g), list(l)] for g, l in self.variants],
+            "risk_scales_sha256": json_sha256(self.risk_scales),
+            "clinical_sha256": None if clinical_file is None else file_sha256(clinical_file),
+        }
+        record["fingerprint"] = json_sha256(record)[:32]
+        return record
 
     # ------------------------------------------------------------------ one case
     def preprocess_case(self, images: np.ndarray, lesion_mask: np.ndarray, geometry: Geometry,
@@ -257,29 +284,35 @@ class GLMILPredictor:
         cases (case -> error). See the module docstring for what is written."""
         out = Path(output_folder)
         out.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(out)
         cases = list_prediction_cases(images_folder, self.spec)
         clinical = ClinicalInputs(clinical_file, self.spec, self.plans["clinical"]["features"])
         gradcam_endpoints = [e["name"] for e in self.endpoints] if save_gradcam else []
         if gradcam_endpoints and not all(network.use_global for network in self.networks.values()):
             logger.warning("no Grad-CAM maps: the model (%s) has no global branch", self.model.path)
             gradcam_endpoints = []
+        produced_by = self.produced_by(clinical_file)
         write_json_atomic(out / "plans.json", self.plans)
-        write_json_atomic(out / "prediction_settings.json", self._settings(images_folder, masks_folder, clinical_file,
-                                                                           save_gradcam, command_line))
-        todo = [c for c in cases if not (continue_prediction and self._is_done(out, c, gradcam_endpoints))]
-        if len(todo) < len(cases):
-            logger.info("continuing: %d of %d cases already predicted in %s", len(cases) - len(todo), len(cases), out)
+        write_json_atomic(out / "prediction_settings.json", {
+            **self._settings(images_folder, masks_folder, clinical_file, save_gradcam, command_line),
+            "produced_by": produced_by})
+        fingerprint = produced_by["fingerprint"]
+        todo = [c for c in cases if not (continue_prediction and self._is_done(out, c, gradcam_endpoints, fingerprint))]
+        if continue_prediction:
+            logger.info("continuing: %d of %d case(s) reused from %s (same model, folds, checkpoints, TTA and clinical "
+                        "table); %d to predict", len(cases) - len(todo), len(cases), out, len(todo))
         failures: dict[str, str] = {}
         bar = tqdm(total=len(todo), desc="predicting", unit="case", disable=not progress)
         for case_id, result in self._preprocessed(todo, images_folder, masks_folder, num_processes):
             try:
                 if isinstance(result, BaseException):
                     raise result
-                values, categories, warnings = clinical.encode(case_id)
-                for message in warnings:
+                values, categories, clinical_warnings = clinical.encode(case_id)
+                for message in clinical_warnings:
                     logger.warning("case %s: %s", case_id, message)
+                warnings = [*result.properties.get("warnings", []), *clinical_warnings]
                 prediction = self.predict_case(result, values, categories, gradcam_endpoints, warnings)
-                self._write_case(out, prediction)
+                self._write_case(out, prediction, fingerprint)
             except Exception as exc:  # noqa: BLE001 - reported per case; the other cases go on
                 failures[case_id] = str(exc)
                 logger.error("case %s was not predicted: %s", case_id, exc)
@@ -311,20 +344,31 @@ class GLMILPredictor:
                 case, future = pending.pop(0)
                 yield case, future.result()
 
-    def _is_done(self, out: Path, case: str, gradcam_endpoints: Sequence[str]) -> bool:
-        return (out / f"{case}.json").is_file() and all(
-            (out / f"{case}_{e}_gradcam{self.spec.file_ending}").is_file() for e in gradcam_endpoints)
+    def _gradcam_file(self, out: Path, case: str, endpoint: str) -> Path:
+        return path_inside(out, f"{case}_{endpoint}_gradcam{self.spec.file_ending}")
 
-    def _write_case(self, out: Path, prediction: CasePrediction) -> None:
+    def _is_done(self, out: Path, case: str, gradcam_endpoints: Sequence[str], fingerprint: str) -> bool:
+        """The case's JSON exists, was produced with ``fingerprint`` and its Grad-CAM files exist."""
+        path = path_inside(out, f"{case}.json")
+        if not path.is_file():
+            return False
+        try:
+            same = json.loads(path.read_text(encoding="utf-8")).get("produced_by") == fingerprint
+        except (ValueError, OSError, AttributeError):
+            return False
+        return same and all(self._gradcam_file(out, case, e).is_file() for e in gradcam_endpoints)
+
+    def _write_case(self, out: Path, prediction: CasePrediction, fingerprint: str | None = None) -> None:
         original = Geometry.from_dict(prediction.properties["original_geometry"])
         files = {}
         for endpoint, array in prediction.gradcam.items():
-            path = out / f"{prediction.case_id}_{endpoint}_gradcam{self.spec.file_ending}"
+            path = self._gradcam_file(out, prediction.case_id, endpoint)
             write_image(array.astype(np.float32), original, path)
             files[endpoint] = path.name
         content = prediction.to_json()
         content["gradcam_files"] = files
-        write_json_atomic(out / f"{prediction.case_id}.json", content)
+        content["produced_by"] = fingerprint
+        write_json_atomic(path_inside(out, f"{prediction.case_id}.json"), content)
 
     def prediction_columns(self) -> list[str]:
         columns = ["case_id", *self.binary]
@@ -335,7 +379,7 @@ class GLMILPredictor:
     def _collect(self, out: Path, cases: list[str]) -> pd.DataFrame:
         rows = []
         for case in cases:
-            path = out / f"{case}.json"
+            path = path_inside(out, f"{case}.json")
             if path.is_file():
                 rows.append({"case_id": case, **json.loads(path.read_text())["predictions"]})
         columns = self.prediction_columns()

@@ -4,7 +4,10 @@ Numeric features are standardised with statistics kept as buffers (so they trave
 checkpoint; the trainer refits them on each fold's training cases with :meth:`fit`). Every
 numeric and binary feature gets a missing-value indicator: a missing value becomes 0 *and*
 its indicator 1, never a silent 0. Categorical features are one-hot over the planned
-vocabulary plus a "missing or unseen" slot.
+vocabulary plus a "missing or unseen" slot. The vocabulary is planned from every training case,
+so a category may occur only in one fold's validation cases; :meth:`fit` records which
+categories the fold's training cases hold (a buffer, so it travels in the checkpoint) and the
+others are encoded as unseen: their one-hot weights were never trained.
 
 Inputs: ``values`` (B, F) float with NaN for missing, one column per numeric or binary feature in
 plans order; ``categories`` (B, K) long with the index in each feature's vocabulary, or -1.
@@ -29,6 +32,8 @@ class ClinicalEncoder(nn.Module):
         self.register_buffer("mean", torch.tensor([float(f.get("mean", 0.0)) for f in self.value_features]))
         self.register_buffer("std", torch.tensor([max(float(f.get("std", 1.0)), 1e-6) for f in self.value_features]))
         self.vocabulary_sizes = [len(f["categories"]) + 1 for f in self.categorical_features]  # + missing/unseen
+        # per planned category (unseen slots excluded): did this fold's training cases hold it?
+        self.register_buffer("category_seen", torch.ones(sum(s - 1 for s in self.vocabulary_sizes), dtype=torch.bool))
         in_dim = 2 * len(self.value_features) + sum(self.vocabulary_sizes)
         self.input_dim = in_dim
         self.embedding_dim = embedding_dim
@@ -45,14 +50,27 @@ class ClinicalEncoder(nn.Module):
     def num_categories(self) -> int:
         return len(self.categorical_features)
 
-    def fit(self, values: np.ndarray) -> None:
-        """Set the standardisation of numeric features from training values (NaN ignored)."""
+    def fit(self, values: np.ndarray, categories: np.ndarray | None = None) -> None:
+        """Set the standardisation of numeric features from training values (NaN ignored) and,
+        with ``categories``, which planned categories the training cases hold."""
         values = np.asarray(values, dtype=float)
         for j, feature in enumerate(self.value_features):
             column = values[:, j][~np.isnan(values[:, j])]
             if feature["type"] == "numeric" and column.size:
                 self.mean[j] = float(column.mean())
                 self.std[j] = float(max(column.std(), 1e-6))
+        if categories is not None:
+            categories = np.asarray(categories, dtype=np.int64).reshape(len(values), -1)
+            seen = []
+            for k, size in enumerate(self.vocabulary_sizes):
+                present = set(categories[:, k].tolist())
+                seen += [i in present for i in range(size - 1)]
+            self.category_seen.copy_(torch.tensor(seen, dtype=torch.bool))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints written before ``category_seen`` existed: every planned category counts as seen
+        state_dict.setdefault(prefix + "category_seen", torch.ones_like(self.category_seen))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def encode_inputs(self, values: torch.Tensor, categories: torch.Tensor) -> torch.Tensor:
         """The network's clinical input vector (before the MLP); exposed for SHAP and tests."""
@@ -60,10 +78,15 @@ class ClinicalEncoder(nn.Module):
         missing = torch.isnan(values)
         standardised = torch.where(self.is_numeric, (values - self.mean) / self.std, values)
         parts = [torch.where(missing, torch.zeros_like(standardised), standardised), missing.float()]
+        start = 0
         for k, size in enumerate(self.vocabulary_sizes):
             index = categories[:, k].long()
-            index = torch.where((index < 0) | (index >= size - 1), torch.full_like(index, size - 1), index)
+            known = (index >= 0) & (index < size - 1)
+            if size > 1:
+                known &= self.category_seen[start:start + size - 1][index.clamp(0, size - 2)]
+            index = torch.where(known, index, torch.full_like(index, size - 1))
             parts.append(nn.functional.one_hot(index, size).float())
+            start += size - 1
         return torch.cat(parts, dim=1)
 
     def forward(self, values: torch.Tensor, categories: torch.Tensor) -> torch.Tensor:

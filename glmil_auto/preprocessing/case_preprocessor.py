@@ -24,9 +24,24 @@ from glmil_auto.imaging.head_mask import bounding_box, brain_region, depth_mm, h
 from glmil_auto.imaging.orientation import to_canonical
 from glmil_auto.preprocessing.normalisation import normalise_channels
 from glmil_auto.preprocessing.resampling import grid_centred_on, resample_to_grid
+from glmil_auto.preprocessing.storage import check_finite
 
 logger = logging.getLogger(__name__)
 PREPROCESSING_VERSION = 1
+
+
+def input_warnings(images: np.ndarray, lesion_mask: np.ndarray) -> list[str]:
+    """What is legal but suspicious about a case's inputs (logged, and kept in its properties and
+    prediction JSON): a 3D volume with a single slice, and a lesion mask without any lesion."""
+    warnings = []
+    thin = [axis for axis, size in zip("zyx", np.shape(images)[1:]) if size == 1]
+    if thin:
+        warnings.append(f"the images have a single slice along {', '.join(thin)} (shape {list(np.shape(images)[1:])}): "
+                        "a 2D image stored as 3D gives the network no through-plane context")
+    if not np.any(lesion_mask):
+        warnings.append("the lesion mask holds no lesion: the prediction rests on the global volume and the clinical "
+                        "inputs only")
+    return warnings
 
 
 class CasePreprocessor:
@@ -40,6 +55,9 @@ class CasePreprocessor:
         self, images: np.ndarray, lesion_mask: np.ndarray, geometry: Geometry, case_id: str
     ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         """Returns ``global (C+1, Z, Y, X)``, ``local (N, S, C+1, pz, py, px)`` (float32) and properties."""
+        warnings = input_warnings(images, lesion_mask)
+        for message in warnings:
+            logger.warning("case %s: %s", case_id, message)
         images_c, canonical = to_canonical(images, geometry)
         mask_c, _ = to_canonical(np.asarray(lesion_mask, dtype=bool), geometry)
         spacing_zyx = canonical.spacing_zyx
@@ -54,6 +72,8 @@ class CasePreprocessor:
         labelled, lesions = find_lesion_instances(mask_c, canonical)
         kept = self._keep(lesions, case_id)
         local_array, patch_geometries = self._patches(normalised, labelled, lesions, kept, canonical, background)
+        check_finite(global_array, case_id, "global volume")
+        check_finite(local_array, case_id, "lesion patches")
 
         lesion_table = []
         for lesion in lesions:
@@ -76,6 +96,7 @@ class CasePreprocessor:
             "n_instances": len(kept),
             "dropped_lesion_labels": [l.label for l in lesions if l.label not in kept],
             "patch_geometries": [[g.to_dict() for g in per_scale] for per_scale in patch_geometries],
+            "warnings": warnings,
         }
         return global_array, local_array, properties
 

@@ -2,8 +2,10 @@
 
 - a process pool (``-np``); a worker that crashes or is killed surfaces as an error naming the
   cases it held, never as a hang (``concurrent.futures`` marks the pool broken);
-- a case whose outputs exist with the current plans hash is skipped, so an interrupted run
-  continues where it stopped;
+- a case whose outputs exist with the current plans hash and the same inputs (size and
+  modification time of its image and label files, hash of its clinical row; see
+  :mod:`~glmil_auto.dataset.case_inputs`) is skipped, so an interrupted run continues where
+  it stopped and an edited case is redone; ``clean`` redoes every case;
 - every file is written under a temporary name and renamed, the JSON last.
 """
 
@@ -23,10 +25,11 @@ from glmil_auto.dataset import layout
 from glmil_auto.dataset.raw_dataset import RawDataset
 from glmil_auto.experiment_planning.plans_io import DEFAULT_PLANS_NAME, load_plans, plans_hash
 from glmil_auto.paths import preprocessed_folder
+from glmil_auto.dataset.case_inputs import case_input_record, clinical_rows
 from glmil_auto.preprocessing.case_preprocessor import CasePreprocessor
 from glmil_auto.preprocessing.storage import case_is_done, save_case
 from glmil_auto.utilities.atomic_files import atomic_path
-from glmil_auto.utilities.worker_init import single_threaded_image_worker
+from glmil_auto.utilities.worker_init import single_threaded_image_worker, single_threaded_images
 
 
 def preprocessed_case_folder(dataset_name: str, plans_name: str, split: str) -> Path:
@@ -39,19 +42,22 @@ class _Task:
     case: str
     split: str
     output_folder: str
+    inputs: dict[str, Any] | None = None  # the case's input record, taken before it is read
 
 
-def preprocess_raw_case(raw: RawDataset, case: str, split: str, preprocessor: CasePreprocessor, hash_: str):
+def preprocess_raw_case(raw: RawDataset, case: str, split: str, preprocessor: CasePreprocessor, hash_: str,
+                        inputs: dict[str, Any] | None = None):
     """Read one raw case and run the shared case preprocessing; returns arrays and properties."""
+    inputs = case_input_record(raw, case, split) if inputs is None else inputs
     images, mask, geometry = raw.read_case(case, split)
     global_array, local_array, properties = preprocessor.run_case(images, mask, geometry, case)
-    properties.update(split=split, plans_hash=hash_)
+    properties.update(split=split, plans_hash=hash_, inputs=inputs)
     return global_array, local_array, properties
 
 
 def _run_task(task: _Task, plans: dict[str, Any]) -> str:
     raw = RawDataset(task.raw_folder)
-    arrays = preprocess_raw_case(raw, task.case, task.split, CasePreprocessor(plans), plans_hash(plans))
+    arrays = preprocess_raw_case(raw, task.case, task.split, CasePreprocessor(plans), plans_hash(plans), task.inputs)
     save_case(Path(task.output_folder), task.case, *arrays)
     return task.case
 
@@ -75,8 +81,9 @@ class DatasetPreprocessor:
                 with atomic_path(self.output_root / name) as temporary:
                     shutil.copyfile(source, temporary)
 
-    def run(self, splits: tuple[str, ...] = layout.SPLITS, progress: bool = True) -> dict[str, int]:
-        """Preprocess what is not done yet; returns counts of processed and skipped cases."""
+    def run(self, splits: tuple[str, ...] = layout.SPLITS, progress: bool = True, clean: bool = False) -> dict[str, int]:
+        """Preprocess what is not done yet (``clean``: every case); returns counts of processed
+        and skipped cases."""
         self._copy_tables()
         hash_ = plans_hash(self.plans)
         tasks, skipped = [], 0
@@ -84,14 +91,16 @@ class DatasetPreprocessor:
             if not self.raw.has_split(split):
                 continue
             output = preprocessed_case_folder(self.raw.name, self.plans_name, split)
+            rows = clinical_rows(self.raw, split)
             for case in self.raw.cases(split):
-                if case_is_done(output, case, hash_):
+                inputs = case_input_record(self.raw, case, split, rows)
+                if not clean and case_is_done(output, case, hash_, inputs):
                     skipped += 1
                 else:
-                    tasks.append(_Task(str(self.raw.folder), case, split, str(output)))
+                    tasks.append(_Task(str(self.raw.folder), case, split, str(output), inputs))
         bar = tqdm(total=len(tasks), desc=f"preprocessing {self.raw.name}", unit="case", disable=not progress)
         if self.num_processes == 1 or len(tasks) <= 1:
-            single_threaded_image_worker()
+            single_threaded_images()
             for task in tasks:
                 _run_task(task, self.plans)
                 bar.update()

@@ -11,19 +11,21 @@ def zscore_in_region(channel: np.ndarray, region: np.ndarray) -> tuple[np.ndarra
     """z-score with the mean and standard deviation inside ``region`` (MRI: the brain region).
 
     MRI intensities have no physical unit and differ by orders of magnitude between scanners, so
-    each case is standardised with its own brain statistics.
+    each case is standardised with its own brain statistics. The statistics and the division are
+    computed in float64: float32 sums overflow for intensities above about 1e31 (finite values
+    that some exporters write) and would turn the whole channel into NaN.
     """
-    values = channel[region] if region.any() else channel.ravel()
+    values = (channel[region] if region.any() else channel.ravel()).astype(np.float64)
     mean = float(values.mean())
     std = float(values.std())
     std = std if std > 1e-8 else 1.0
-    return ((channel - mean) / std).astype(np.float32), {"mean": mean, "std": std}
+    return ((channel.astype(np.float64) - mean) / std).astype(np.float32), {"mean": mean, "std": std}
 
 
 def ct_normalise(channel: np.ndarray, clip: list[float], mean: float, std: float) -> tuple[np.ndarray, dict[str, float]]:
     """Clip to the dataset's foreground percentiles, then z-score with dataset statistics."""
     std = std if std > 1e-8 else 1.0
-    out = (np.clip(channel, clip[0], clip[1]) - mean) / std
+    out = (np.clip(channel.astype(np.float64), clip[0], clip[1]) - mean) / std
     return out.astype(np.float32), {"mean": float(mean), "std": float(std)}
 
 

@@ -22,10 +22,13 @@ def plan_and_preprocess(
     verify: bool = False,
     preprocess: bool = True,
     progress: bool = True,
+    clean: bool = False,
 ) -> dict[str, Any]:
     """Run the whole self-configuration of a dataset; returns the plans.
 
     With ``verify``, a dataset with errors stops here with a :class:`DatasetError` listing them.
+    ``clean`` recomputes the fingerprint and preprocesses every case again; without it, both are
+    redone only where the inputs changed.
     """
     folder = raw_dataset_folder(dataset)
     if verify:
@@ -34,8 +37,8 @@ def plan_and_preprocess(
         report = verify_dataset(folder, num_processes, progress)
         if not report.ok:
             raise DatasetError(report.errors)
-    DatasetFingerprintExtractor(folder, num_processes=num_processes, progress=progress).run()
+    DatasetFingerprintExtractor(folder, num_processes=num_processes, progress=progress).run(overwrite_existing=clean)
     plans, _ = plan_experiment(folder.name, planner, plans_name, device or detect_device_profile())
     if preprocess:
-        DatasetPreprocessor(folder, plans_name, num_processes).run(progress=progress)
+        DatasetPreprocessor(folder, plans_name, num_processes).run(progress=progress, clean=clean)
     return plans

@@ -40,8 +40,21 @@ def _save_array(array: np.ndarray, path: Path, chunks: tuple[int, ...]) -> None:
         blosc2.asarray(np.ascontiguousarray(array), urlpath=str(temporary), mode="w", chunks=chunks, cparams=CPARAMS)
 
 
+def check_finite(array: np.ndarray, case: str, what: str, file: str | Path | None = None) -> None:
+    """Raise :class:`DatasetError` naming the case (and file) when ``array`` holds NaN or infinity:
+    a preprocessed array must never be written, or trained on, with non-finite values."""
+    bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+    if bad:
+        raise DatasetError(error(f"the preprocessed {what} holds {bad} NaN or infinite value(s) (input intensities "
+                                 "out of range?); nothing was written for this case", case,
+                                 None if file is None else str(file)))
+
+
 def save_case(folder: Path, case: str, global_array: np.ndarray, local_array: np.ndarray, properties: dict[str, Any]) -> None:
+    """Write a case's arrays, then its properties; refuses (before writing anything) non-finite arrays."""
     paths = case_paths(folder, case)
+    check_finite(global_array, case, "global volume", paths["global"])
+    check_finite(local_array, case, "lesion patches", paths["local"])
     os.makedirs(folder, exist_ok=True)
     _save_array(global_array, paths["global"], tuple(global_array.shape))
     local_chunks = (1,) + tuple(local_array.shape[1:]) if local_array.shape[0] else tuple(max(1, s) for s in local_array.shape)
@@ -49,14 +62,17 @@ def save_case(folder: Path, case: str, global_array: np.ndarray, local_array: np
     write_json_atomic(paths["properties"], properties)
 
 
-def case_is_done(folder: Path, case: str, plans_hash: str) -> bool:
+def case_is_done(folder: Path, case: str, plans_hash: str, inputs: dict[str, Any] | None = None) -> bool:
+    """The case's files exist and its properties name ``plans_hash`` and (when given) the same
+    ``inputs`` record (:func:`~glmil_auto.dataset.case_inputs.case_input_record`)."""
     paths = case_paths(folder, case)
     if not all(p.is_file() for p in paths.values()):
         return False
     try:
-        return json.loads(paths["properties"].read_text(encoding="utf-8")).get("plans_hash") == plans_hash
+        properties = json.loads(paths["properties"].read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):
         return False
+    return properties.get("plans_hash") == plans_hash and (inputs is None or properties.get("inputs") == inputs)
 
 
 def load_properties(folder: Path, case: str) -> dict[str, Any]:

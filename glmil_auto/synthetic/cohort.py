@@ -17,7 +17,7 @@ from glmil_auto.synthetic.centres import centre_profiles, resolve_spacing_factor
 from glmil_auto.synthetic.outcomes import model_description
 from glmil_auto.synthetic.truth import TRUTH_FORMAT, TRUTH_VERSION, case_truth, truth_path
 from glmil_auto.utilities.atomic_files import write_csv_atomic, write_json_atomic
-from glmil_auto.utilities.worker_init import single_threaded_image_worker
+from glmil_auto.utilities.worker_init import single_threaded_image_worker, single_threaded_images
 
 GENERATOR_VERSION = 1
 FILE_ENDING = ".nii.gz"
@@ -127,7 +127,7 @@ def generate_synthetic_dataset(
     results: dict[int, tuple[dict, dict]] = {}
     bar = tqdm(total=len(tasks), desc="synthetic cases", unit="case", disable=not progress)
     if num_processes <= 1:
-        single_threaded_image_worker()
+        single_threaded_images()
         for task in tasks:
             index, row, truth = _generate_case(task)
             results[index] = (row, truth)

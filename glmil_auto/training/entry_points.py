@@ -1,4 +1,8 @@
-"""``glmil_train DATASET FOLD [-tr TRAINER] [-p PLANS] [--c] [--val] [--val_best] [-device cpu|cuda] [--num-gpus N]``."""
+"""``glmil_train DATASET FOLD [-tr TRAINER] [-p PLANS] [--c] [--val] [--val_best] [-device cpu|cuda] [--num-gpus N]``.
+
+Exit status 0 when the fold was trained (or validated); 1 when the data has problems (the message
+names the case and the file); 2 when the dataset is not found.
+"""
 
 from __future__ import annotations
 
@@ -35,12 +39,22 @@ def train_entry(argv: list[str] | None = None) -> int:
     kwargs = dict(dataset=args.dataset, fold=args.fold, trainer_name=args.trainer, plans_name=args.plans,
                   device=device, continue_training=args.continue_training, only_validate=args.only_validate,
                   validate_best=args.val_best, overrides={"deterministic": True} if args.deterministic else None)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        run_under_torchrun(**kwargs)
-    elif args.num_gpus > 1:
-        run_distributed(args.num_gpus, **kwargs)
-    else:
-        run_training(**kwargs)
+    from glmil_auto.dataset.problems import DatasetError
+    from glmil_auto.paths import DatasetNotFoundError
+
+    try:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            run_under_torchrun(**kwargs)
+        elif args.num_gpus > 1:
+            run_distributed(args.num_gpus, **kwargs)
+        else:
+            run_training(**kwargs)
+    except DatasetNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except DatasetError as exc:  # bad preprocessed or clinical data: the message names the case and file
+        print(f"ERROR: the data has problems:\n{exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -46,7 +46,7 @@ def run_training(dataset: str | int, fold: int | str, trainer_name: str = "GLMIL
     if continue_training:
         trainer.resume()
     trainer.run_training()
-    if validate_best and trainer.is_main:
+    if validate_best:  # every rank: the validation is sharded and gathered (rank 0 alone would wait forever)
         trainer.perform_final_validation("checkpoint_best.pt")
     return trainer
 

@@ -7,7 +7,8 @@ variant is a small subclass (``variants.py``) found by name with ``-tr``. Output
 <glmil_results>/<DatasetNNN_Name>/<Trainer>__<plans>/fold_<k>/
     checkpoint_best.pt  checkpoint_latest.pt  checkpoint_final.pt
     training_log.json   progress.png   debug.json
-    validation/predictions.csv   validation/summary.json
+    validation/predictions.csv   validation/summary.json   (final weights; other checkpoints:
+    validation/predictions_<checkpoint>.csv, summary_<checkpoint>.json, see validation_files.py)
 ```
 
 Reproducibility and exact resuming: the training loader and its augmentation workers are seeded
@@ -46,7 +47,8 @@ from glmil_auto.training.losses import GLMILLoss
 from glmil_auto.training.progress_plot import plot_progress
 from glmil_auto.training.splits import fold_cases, load_or_create_splits
 from glmil_auto.training.validation_metrics import endpoint_metrics
-from glmil_auto.utilities.atomic_files import write_json_atomic
+from glmil_auto.training.validation_files import validation_file_names
+from glmil_auto.utilities.atomic_files import atomic_path, write_json_atomic
 from glmil_auto.utilities.mixed_precision import autocast, needs_grad_scaler
 
 logger = logging.getLogger(__name__)
@@ -122,7 +124,7 @@ class GLMILTrainer:
         torch.manual_seed(self.seed)
         self.network = build_network(self.plans, mode=self.network_mode).to(self.device)
         values, categories = self._clinical(self.train_cases)
-        self.network.clinical_encoder.fit(values)
+        self.network.clinical_encoder.fit(values, categories)
         self.offset_record: dict[str, Any] | None = None
         if self.use_clinical_offset:
             folder = self.preprocessed / self.plans_name / "Tr"
@@ -314,8 +316,10 @@ class GLMILTrainer:
             table = self.table.loc[predictions["case_id"]]
             truth = {c: table[c].to_numpy() for e in self.endpoints for c in self.spec.endpoints[e["name"]].columns}
             written = predictions.assign(**{f"true_{k}": v for k, v in truth.items()})
-            written.to_csv(folder / "predictions.csv", index=False)
-            write_json_atomic(folder / "summary.json", {"fold": self.fold, "checkpoint": checkpoint or "final",
+            predictions_name, summary_name = validation_file_names(checkpoint)
+            with atomic_path(folder / predictions_name) as temporary:
+                written.to_csv(temporary, index=False)
+            write_json_atomic(folder / summary_name, {"fold": self.fold, "checkpoint": checkpoint or "final",
                                                          "selected_epoch": self.selected_epoch,
                                                          "starting_point_metrics": self.starting_point_validation,
                                                          "n_cases": len(predictions), "metrics": metrics})

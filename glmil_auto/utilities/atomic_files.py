@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,6 +45,18 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             temporary.unlink()
 
 
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files (``.tmp_*``) that a killed writer left in ``folder`` (a writer
+    that is interrupted normally removes its own); returns what was deleted. Call it before
+    writing into a folder that no other process writes into at the same time."""
+    removed = []
+    for path in Path(folder).glob(".tmp_*"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     with atomic_path(path) as temporary:
         with open(temporary, "wb") as f:
@@ -52,8 +65,22 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
             os.fsync(f.fileno())
 
 
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float (Python or numpy) replaced by None: JSON has no NaN,
+    and ``json.dumps`` would write the non-standard token ``NaN`` that strict readers refuse."""
+    if isinstance(obj, dict):
+        return {key: json_safe(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(value) for value in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
 def write_json_atomic(path: str | Path, obj: Any) -> None:
-    write_bytes_atomic(path, (json.dumps(obj, indent=1) + "\n").encode("utf-8"))
+    """Strict JSON (non-finite numbers written as null), atomically."""
+    text = json.dumps(json_safe(obj), indent=1, allow_nan=False)
+    write_bytes_atomic(path, (text + "\n").encode("utf-8"))
 
 
 def write_csv_atomic(path: str | Path, columns: Sequence[str], rows: Iterable[dict]) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from glmil_auto.configuration import default_num_processes
+from glmil_auto.dataset.case_inputs import case_input_record, clinical_rows
 from glmil_auto.dataset import DatasetError, RawDataset
 from glmil_auto.experiment_planning.fingerprint import summaries
 from glmil_auto.experiment_planning.fingerprint.case_fingerprint import CaseFingerprint, read_and_fingerprint_case
@@ -30,6 +31,7 @@ from glmil_auto.experiment_planning.fingerprint.nnunet_compatible import (
 )
 from glmil_auto.paths import preprocessed_folder, raw_dataset_folder
 from glmil_auto.utilities.atomic_files import write_json_atomic
+from glmil_auto.utilities.content_hash import json_sha256
 from glmil_auto.utilities.worker_init import single_threaded_image_worker
 
 FINGERPRINT_VERSION = 1
@@ -73,19 +75,27 @@ class DatasetFingerprintExtractor:
     def run(self, overwrite_existing: bool = False) -> dict[str, Any]:
         """Compute and write the fingerprint, or return the existing file's content.
 
-        An existing file is reused (as in nnU-Net) only when it has this fingerprint version and
-        the same training cases; otherwise it is recomputed. Use ``overwrite_existing`` after
-        changing images in place.
+        An existing file is reused (as in nnU-Net) only when it has this fingerprint version, the
+        same training cases and the same inputs (:meth:`inputs_sha256`: an edited image, mask or
+        clinical value is noticed); otherwise it is recomputed. ``overwrite_existing`` always
+        recomputes.
         """
+        inputs = self.inputs_sha256()
         if not overwrite_existing and self.output_file.is_file():
             existing = json.loads(self.output_file.read_text(encoding="utf-8"))
-            if existing.get("fingerprint_version") == self.fingerprint_version and sorted(
-                existing.get("cases", {})
-            ) == self.cases:
+            if (existing.get("fingerprint_version") == self.fingerprint_version
+                    and sorted(existing.get("cases", {})) == self.cases and existing.get("inputs_sha256") == inputs):
                 return existing
         fingerprint = self.compute()
+        fingerprint["inputs_sha256"] = inputs
         write_json_atomic(self.output_file, fingerprint)
         return fingerprint
+
+    def inputs_sha256(self) -> str:
+        """One hash of what the fingerprint is made from: every training case's image and label
+        files (size, modification time) and clinical row (:mod:`glmil_auto.dataset.case_inputs`)."""
+        rows = clinical_rows(self.dataset, "Tr")
+        return json_sha256({case: case_input_record(self.dataset, case, "Tr", rows) for case in self.cases})
 
     def compute(self) -> dict[str, Any]:
         """The fingerprint as a JSON-compatible dict (nothing written)."""
@@ -119,8 +129,8 @@ class DatasetFingerprintExtractor:
                 with ProcessPoolExecutor(workers, mp_context=context, initializer=single_threaded_image_worker) as pool:
                     futures = {pool.submit(_analyze, analyze, folder, case, num_samples): case for case in self.cases}
                     pending = set(futures)
-                    while pending:
-                        done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                    while pending:  # one bar step per finished case; the first error stops the rest
+                        done, pending = wait(pending, return_when=FIRST_COMPLETED)
                         for future in done:
                             try:
                                 results[futures[future]] = future.result()
