@@ -7,6 +7,7 @@ gathered on every rank; rank 0 writes checkpoints, logs and predictions.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import socket
@@ -51,6 +52,17 @@ def run_training(dataset: str | int, fold: int | str, trainer_name: str = "GLMIL
     return trainer
 
 
+def leave_together(trainer: GLMILTrainer) -> None:
+    """Before the process group is destroyed: drop the DDP wrapper (its reducer holds the group and
+    pending work; the trainer's reference cycles would keep it alive until interpreter shutdown,
+    where gloo's threads can abort the process with std::terminate / SIGABRT), then wait for every
+    rank (rank 0 still writes files after the last gather)."""
+    if isinstance(getattr(trainer, "model", None), torch.nn.parallel.DistributedDataParallel):
+        trainer.model = trainer.network
+    gc.collect()
+    dist.barrier()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -65,7 +77,7 @@ def _ddp_worker(rank: int, world_size: int, port: int, kwargs: dict[str, Any]) -
         if kwargs["device"] == "cuda":
             torch.cuda.set_device(rank % torch.cuda.device_count())
         logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="%(levelname)s %(message)s")
-        run_training(**kwargs, rank=rank, world_size=world_size)
+        leave_together(run_training(**kwargs, rank=rank, world_size=world_size))
     finally:
         dist.destroy_process_group()
 
@@ -83,6 +95,8 @@ def run_under_torchrun(**kwargs: Any) -> GLMILTrainer:
         rank, world_size = dist.get_rank(), dist.get_world_size()
         if kwargs["device"] == "cuda":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
-        return run_training(**kwargs, rank=rank, world_size=world_size)
+        trainer = run_training(**kwargs, rank=rank, world_size=world_size)
+        leave_together(trainer)
+        return trainer
     finally:
         dist.destroy_process_group()
