@@ -24,8 +24,8 @@ from glmil_auto.dataset.dataset_json import (
 )
 from glmil_auto.dataset.image_io import Geometry, geometry_mismatches, read_image
 from glmil_auto.dataset.nifti_integrity import count_nonfinite_voxels, is_nifti
-from glmil_auto.dataset.safe_names import unsafe_reason
 from glmil_auto.dataset.problems import ERROR, WARNING, DatasetError, Problem, error, warning
+from glmil_auto.dataset.safe_names import unsafe_reason
 
 
 @dataclass

@@ -26,7 +26,7 @@ def list_prediction_cases(images_folder: str | Path, spec: DatasetSpec) -> list[
     folder = Path(images_folder)
     if not folder.is_dir():
         raise DatasetError(error("the input image folder does not exist", file=str(folder)))
-    channels_by_case, unmatched = scan_image_files(folder, spec.file_ending)
+    channels_by_case, _ = scan_image_files(folder, spec.file_ending)
     if not channels_by_case:
         found = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
         shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "") if found else "nothing"

@@ -20,7 +20,7 @@ from glmil_auto.dataset.safe_names import unsafe_reason
 from glmil_auto.experiment_planning.plans_io import DEFAULT_PLANS_NAME
 from glmil_auto.paths import preprocessed_folder, resolve_dataset_name, results_folder
 from glmil_auto.training.checkpointing import load_checkpoint
-from glmil_auto.training.validation_files import validation_file_names
+from glmil_auto.training.validation_files import checkpoint_suffix, validation_file_names
 
 DEFAULT_CHECKPOINT = "checkpoint_final.pt"
 
@@ -46,8 +46,7 @@ class ModelFolder:
 
     def risk_groups_file(self) -> Path:
         """Where the risk scales learnt from this checkpoint's out-of-fold predictions are recorded."""
-        stem = validation_file_names(self.checkpoint_name)[1][len("summary"):-len(".json")]
-        return self.path / f"risk_groups{stem}.json"
+        return self.path / f"risk_groups{checkpoint_suffix(self.checkpoint_name)}.json"
 
 
 def model_folder_for(dataset: str | int, trainer: str = "GLMILTrainer", plans_name: str = DEFAULT_PLANS_NAME) -> Path:

@@ -22,10 +22,10 @@ from typing import Any, Callable
 from tqdm import tqdm
 
 from glmil_auto.dataset import layout
+from glmil_auto.dataset.case_inputs import case_input_record, clinical_rows
 from glmil_auto.dataset.raw_dataset import RawDataset
 from glmil_auto.experiment_planning.plans_io import DEFAULT_PLANS_NAME, load_plans, plans_hash
 from glmil_auto.paths import preprocessed_folder
-from glmil_auto.dataset.case_inputs import case_input_record, clinical_rows
 from glmil_auto.preprocessing.case_preprocessor import CasePreprocessor
 from glmil_auto.preprocessing.storage import case_is_done, save_case
 from glmil_auto.utilities.atomic_files import atomic_path

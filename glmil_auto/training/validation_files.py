@@ -11,9 +11,14 @@ from __future__ import annotations
 FINAL_CHECKPOINT = "checkpoint_final.pt"
 
 
+def checkpoint_suffix(checkpoint: str | None) -> str:
+    """``""`` for the final weights (None or ``checkpoint_final.pt``), else ``_<name without .pt>``."""
+    if checkpoint is None or checkpoint == FINAL_CHECKPOINT:
+        return ""
+    return "_" + (checkpoint[: -len(".pt")] if checkpoint.endswith(".pt") else checkpoint)
+
+
 def validation_file_names(checkpoint: str | None) -> tuple[str, str]:
     """``(predictions, summary)`` file names for ``checkpoint`` (None = the final weights)."""
-    if checkpoint is None or checkpoint == FINAL_CHECKPOINT:
-        return "predictions.csv", "summary.json"
-    stem = checkpoint[: -len(".pt")] if checkpoint.endswith(".pt") else checkpoint
-    return f"predictions_{stem}.csv", f"summary_{stem}.json"
+    suffix = checkpoint_suffix(checkpoint)
+    return f"predictions{suffix}.csv", f"summary{suffix}.json"
