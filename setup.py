@@ -34,6 +34,11 @@ setup(
         # sphericity, and one BLAS thread while its small models are fitted
         "scikit-image>=0.20",
         "threadpoolctl>=3.0",
+        # clinical evaluation (glmil_evaluate, documentation/evaluation.md): regression tables with
+        # p-values (statsmodels: logistic; lifelines: Cox), decision curves as dcurves defines them
+        "statsmodels>=0.14",
+        "lifelines>=0.27",
+        "dcurves>=1.1",
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-xdist>=3", "lifelines>=0.27"],

@@ -26,6 +26,7 @@ from glmil_auto.training.trainer import GLMILTrainer
 
 NAME = "Dataset001_SynthBrainMets"
 BINARY = ["local_failure", "distant_failure", "leptomeningeal_failure"]
+UNCALIBRATED = [f"{b}_uncalibrated" for b in BINARY]
 
 
 class PredictionTestTrainer(GLMILTrainer):
@@ -75,7 +76,8 @@ def test_the_held_out_centre_is_predicted_with_every_column(trained, ensemble):
     cases = sorted(p.name[: -len("_0000.nii.gz")] for p in (trained["raw"] / "imagesTs").glob("*_0000.nii.gz"))
     assert failures == {} and len(cases) == 5
     written = pd.read_csv(out / "predictions.csv")
-    assert list(written.columns) == ["case_id", *BINARY, "os_risk", "os_risk_group"]
+    assert list(written.columns) == ["case_id", *[c for b in BINARY for c in (b, f"{b}_uncalibrated")],
+                                     "os_risk", "os_risk_group", "os_surv_12", "os_surv_24"]
     assert list(written["case_id"]) == cases
     assert ((written[BINARY] > 0) & (written[BINARY] < 1)).all().all()
     assert np.isfinite(written["os_risk"]).all()
@@ -98,6 +100,39 @@ def test_the_held_out_centre_is_predicted_with_every_column(trained, ensemble):
             assert len(lesion["centroid_world_mm"]) == 3 and lesion["volume_mm3"] > 0
 
 
+def test_probabilities_are_recalibrated_with_the_out_of_fold_map(trained, ensemble):
+    from glmil_auto.inference.recalibration import apply_recalibration, fit_recalibration_maps
+    from glmil_auto.inference.risk_groups import read_oof_tables
+
+    out, frame, _ = ensemble
+    model = trained["model"]
+    record = json.loads((model / "recalibration.json").read_text())
+    oof = read_oof_tables({f: model / f"fold_{f}" / "validation" / "predictions.csv" for f in ("0", "1")})
+    assert record["endpoints"] == fit_recalibration_maps(oof, BINARY)
+    assert json.loads((out / "prediction_settings.json").read_text())["recalibration"] == record["endpoints"]
+    for endpoint in BINARY:
+        mapping = record["endpoints"][endpoint]
+        known = sum(int(table[f"true_{endpoint}"].notna().sum()) for table in oof.values())
+        assert mapping["method"] == "logistic" and mapping["n"] == known > 0  # each validation case once
+        np.testing.assert_allclose(frame[endpoint], apply_recalibration(mapping, frame[f"{endpoint}_uncalibrated"]),
+                                   rtol=1e-9)
+
+
+def test_survival_probabilities_at_the_horizons_come_from_the_stored_breslow_model(trained, ensemble):
+    from glmil_auto.inference.survival_probabilities import survival_probabilities
+
+    out, frame, _ = ensemble
+    record = json.loads((trained["model"] / "survival_model.json").read_text())
+    model = record["endpoints"]["os"]
+    assert model["n"] > 0 and model["events"] > 0 and np.isfinite(model["beta"])
+    expected = survival_probabilities(model, frame["os_risk"], [12.0, 24.0])
+    np.testing.assert_allclose(frame[["os_surv_12", "os_surv_24"]].to_numpy(float), expected, rtol=1e-9)
+    assert ((expected > 0) & (expected <= 1)).all() and (expected[:, 1] <= expected[:, 0]).all()
+    order = np.argsort(frame["os_risk"].to_numpy())  # a higher risk never survives longer (beta > 0)
+    if model["beta"] > 0:
+        assert (np.diff(expected[order, 1]) <= 1e-12).all()
+
+
 def test_gradcam_maps_have_the_input_geometry(trained, ensemble):
     out, _, _ = ensemble
     case = pd.read_csv(out / "predictions.csv")["case_id"].iloc[0]
@@ -116,7 +151,7 @@ def test_the_ensemble_is_the_mean_of_the_single_fold_runs(trained, ensemble, tmp
     _, frame, _ = ensemble
     singles = [predict(trained, tmp_path / f"fold{f}", folds=[f])[0].set_index("case_id") for f in (0, 1)]
     both = frame.set_index("case_id")
-    for column in [*BINARY, "os_risk"]:
+    for column in [*UNCALIBRATED, "os_risk"]:  # each fold set has its own recalibration map
         np.testing.assert_allclose(both[column], (singles[0][column] + singles[1][column]) / 2, rtol=1e-5, atol=1e-7)
     assert not np.allclose(singles[0]["local_failure"], singles[1]["local_failure"])  # the folds do differ
 

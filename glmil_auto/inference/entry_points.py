@@ -29,6 +29,9 @@ def _common_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write {case}_{endpoint}_gradcam maps of the global encoder in the input's geometry")
     parser.add_argument("-npp", "--num_processes_preprocessing", type=int, default=0,
                         help="worker processes reading and preprocessing cases (default: 0, in-process)")
+    parser.add_argument("--horizons", nargs="+", type=float, default=[12.0, 24.0],
+                        help="times at which to write survival probabilities <endpoint>_surv_<t>, in the unit of the "
+                             "dataset's time column (default: %(default)s)")
     parser.add_argument("--continue_prediction", action="store_true", help="skip cases already written in the output")
     parser.add_argument("-device", "--device", choices=("cpu", "cuda"), default=None,
                         help="default: cuda when available, else cpu")
@@ -41,7 +44,8 @@ def _run(args: argparse.Namespace, model_folder: str, masks: str, argv: list[str
     from glmil_auto.inference.predictor import GLMILPredictor
 
     try:
-        predictor = GLMILPredictor(model_folder, args.folds, args.checkpoint, args.device, use_tta=not args.disable_tta)
+        predictor = GLMILPredictor(model_folder, args.folds, args.checkpoint, args.device, use_tta=not args.disable_tta,
+                                   horizons=args.horizons)
         frame, failures = predictor.predict_from_files(
             args.images, masks, args.output, args.clinical, save_gradcam=args.save_gradcam,
             continue_prediction=args.continue_prediction, num_processes=args.num_processes_preprocessing,

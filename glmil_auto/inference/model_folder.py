@@ -48,6 +48,14 @@ class ModelFolder:
         """Where the risk scales learnt from this checkpoint's out-of-fold predictions are recorded."""
         return self.path / f"risk_groups{checkpoint_suffix(self.checkpoint_name)}.json"
 
+    def survival_model_file(self) -> Path:
+        """Where the Breslow survival models of this checkpoint's risks are recorded."""
+        return self.path / f"survival_model{checkpoint_suffix(self.checkpoint_name)}.json"
+
+    def recalibration_file(self) -> Path:
+        """Where the probability recalibration maps of this checkpoint are recorded."""
+        return self.path / f"recalibration{checkpoint_suffix(self.checkpoint_name)}.json"
+
 
 def model_folder_for(dataset: str | int, trainer: str = "GLMILTrainer", plans_name: str = DEFAULT_PLANS_NAME) -> Path:
     """``<glmil_results>/<Dataset>/<trainer>__<plans_name>``."""

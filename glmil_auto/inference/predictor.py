@@ -10,8 +10,12 @@ same numbers whether it is predicted alone or among others.
 
 Outputs of :meth:`GLMILPredictor.predict_from_files` in ``OUT``:
 
-- ``predictions.csv``: ``case_id``, one probability column per binary endpoint,
-  ``<endpoint>_risk`` and ``<endpoint>_risk_group`` per survival endpoint;
+- ``predictions.csv``: ``case_id``, per binary endpoint the recalibrated probability
+  ``<endpoint>`` (:mod:`~glmil_auto.inference.recalibration`) and the ensemble's own
+  ``<endpoint>_uncalibrated``,
+  ``<endpoint>_risk``, ``<endpoint>_risk_group`` and ``<endpoint>_surv_<t>`` (survival
+  probability at each horizon ``t``, :mod:`~glmil_auto.inference.survival_probabilities`) per
+  survival endpoint;
 - ``<case>.json``: the same numbers, each fold's, the lesion table (world centroid in mm,
   volume, attention weight and leave-one-out contribution per endpoint), the expert gate weights,
   and the warnings about the case's inputs;
@@ -48,12 +52,20 @@ from glmil_auto.dataset.safe_names import path_inside
 from glmil_auto.inference.case_reader import list_prediction_cases, read_prediction_case
 from glmil_auto.inference.clinical_inputs import ClinicalInputs
 from glmil_auto.inference.model_folder import DEFAULT_CHECKPOINT, ModelFolderError, open_model_folder
+from glmil_auto.inference.recalibration import apply_recalibration, fit_recalibration_maps, identity_maps
 from glmil_auto.inference.risk_groups import assign_risk_groups, fit_risk_scales, read_oof_tables
 from glmil_auto.inference.test_time_augmentation import (
     concatenate_batches,
     leave_one_out_batches,
     mirror_case_batch,
     mirror_variants,
+)
+from glmil_auto.inference.survival_probabilities import (
+    DEFAULT_HORIZONS,
+    fit_survival_model,
+    horizon_label,
+    pooled_standardised_risks,
+    survival_probabilities,
 )
 from glmil_auto.model import build_network
 from glmil_auto.model.network import GLMILMoE
@@ -115,7 +127,7 @@ class GLMILPredictor:
 
     def __init__(self, model_folder: str | Path, folds: Sequence[int | str] | None = None,
                  checkpoint_name: str = DEFAULT_CHECKPOINT, device: str | torch.device | None = None,
-                 use_tta: bool = True):
+                 use_tta: bool = True, horizons: Sequence[float] = DEFAULT_HORIZONS):
         self.model = open_model_folder(model_folder, folds, checkpoint_name)
         self.plans, self.spec = self.model.plans, self.model.spec
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -128,6 +140,11 @@ class GLMILPredictor:
                                         augmentation["local"].get("mirror_axes", []), enabled=use_tta)
         self.preprocessor = CasePreprocessor(self.plans)
         self.risk_scales = self._risk_scales()
+        self.recalibration = self._recalibration()
+        self.horizons = [float(h) for h in horizons]
+        if any(not np.isfinite(h) or h <= 0 for h in self.horizons):
+            raise ValueError(f"survival horizons must be positive numbers, got {list(horizons)}")
+        self.survival_models = self._survival_models()
         self.checkpoint_sha256 = {fold: file_sha256(self.model.checkpoint(fold)) for fold in self.model.folds}
 
     # ------------------------------------------------------------------ setup
@@ -137,6 +154,15 @@ class GLMILPredictor:
         network = build_network(json.loads(content["plans"]), mode=mode)
         network.load_state_dict(content["network"])
         return network.to(self.device).eval()
+
+    def _store_with_model(self, path: Path, endpoints: dict[str, Any]) -> None:
+        """Record what was fitted from the out-of-fold predictions in the model folder (a read-only
+        copy of the folder still predicts: the record is for the user, prediction does not read it)."""
+        record = {"checkpoint": self.model.checkpoint_name, "folds": self.model.folds, "endpoints": endpoints}
+        try:
+            write_json_atomic(path, record)
+        except OSError:
+            pass
 
     def _risk_scales(self) -> dict[str, dict]:
         if not self.survival:
@@ -150,12 +176,40 @@ class GLMILPredictor:
                 f"predictions of that checkpoint for fold(s) {missing}; write them with 'glmil_train DATASET FOLD "
                 f"--val{best}'" + ("" if best else " (or predict with the checkpoint that was validated)"))
         scales = fit_risk_scales(read_oof_tables(files), self.survival)
-        record = {"checkpoint": self.model.checkpoint_name, "folds": self.model.folds, "endpoints": scales}
-        try:  # stored with the model, for the record; a read-only copy still predicts
-            write_json_atomic(self.model.risk_groups_file(), record)
-        except OSError:
-            pass
+        self._store_with_model(self.model.risk_groups_file(), scales)
         return scales
+
+    def _recalibration(self) -> dict[str, dict]:
+        """Per binary endpoint, the map of :mod:`~glmil_auto.inference.recalibration` fitted on the
+        out-of-fold predictions of the folds and checkpoint in use (identity where there are none)."""
+        if not self.binary:
+            return {}
+        files = {fold: self.model.validation_predictions(fold) for fold in self.model.folds}
+        missing = [fold for fold, path in files.items() if fold == "all" or not path.is_file()]
+        if missing:
+            reason = (f"no out-of-fold predictions of {self.model.checkpoint_name} for fold(s) {missing}: "
+                      "probabilities are not recalibrated")
+            logger.warning("%s (%s)", reason, self.model.path)
+            return identity_maps(self.binary, reason)
+        maps = fit_recalibration_maps(read_oof_tables(files), self.binary)
+        self._store_with_model(self.model.recalibration_file(), maps)
+        return maps
+
+    def _survival_models(self) -> dict[str, dict]:
+        """Per survival endpoint, beta and the Breslow baseline of
+        :mod:`~glmil_auto.inference.survival_probabilities`, from the same out-of-fold predictions
+        as the risk scales."""
+        if not self.survival:
+            return {}
+        tables = read_oof_tables({fold: self.model.validation_predictions(fold) for fold in self.model.folds})
+        models = {}
+        for name in self.survival:
+            endpoint = self.spec.endpoints[name]
+            risks, times, events = pooled_standardised_risks(tables, name, endpoint.time, endpoint.event,
+                                                             self.risk_scales[name]["folds"])
+            models[name] = fit_survival_model(risks, times, events)
+        self._store_with_model(self.model.survival_model_file(), models)
+        return models
 
     def produced_by(self, clinical_file: str | Path | None) -> dict[str, Any]:
         """What a case's numbers depend on besides its own images: the model folder, each fold's
@@ -167,6 +221,8 @@ class GLMILPredictor:
             "folds": list(self.model.folds), "checkpoint_sha256": self.checkpoint_sha256,
             "test_time_mirroring": [[list(g), list(l)] for g, l in self.variants],
             "risk_scales_sha256": json_sha256(self.risk_scales),
+            "recalibration_sha256": json_sha256(self.recalibration),
+            "survival_horizons": self.horizons, "survival_models_sha256": json_sha256(self.survival_models),
             "clinical_sha256": None if clinical_file is None else file_sha256(clinical_file),
         }
         record["fingerprint"] = json_sha256(record)[:32]
@@ -231,10 +287,14 @@ class GLMILPredictor:
             per_fold[fold] = fold_values
         row: dict[str, Any] = {"case_id": case.case_id}
         for name in self.binary:
-            row[name] = float(ensemble[name])
+            row[name] = float(apply_recalibration(self.recalibration[name], [ensemble[name]])[0])
+            row[f"{name}_uncalibrated"] = float(ensemble[name])
         for name in self.survival:
             row[f"{name}_risk"] = float(ensemble[name])
             row[f"{name}_risk_group"] = assign_risk_groups([ensemble[name]], self.risk_scales[name]["cutoffs"])[0]
+            survival = survival_probabilities(self.survival_models[name], [ensemble[name]], self.horizons)[0]
+            for horizon, value in zip(self.horizons, survival):
+                row[f"{name}_surv_{horizon_label(horizon)}"] = float(value)
         prediction = CasePrediction(case.case_id, row, per_fold, self._lesion_table(case, attention, contribution),
                                     {k: [float(x) for x in w] for k, w in gates.items()}, list(warnings),
                                     properties=case.properties)
@@ -371,9 +431,12 @@ class GLMILPredictor:
         write_json_atomic(path_inside(out, f"{prediction.case_id}.json"), content)
 
     def prediction_columns(self) -> list[str]:
-        columns = ["case_id", *self.binary]
+        columns = ["case_id"]
+        for name in self.binary:
+            columns += [name, f"{name}_uncalibrated"]
         for name in self.survival:
             columns += [f"{name}_risk", f"{name}_risk_group"]
+            columns += [f"{name}_surv_{horizon_label(h)}" for h in self.horizons]
         return columns
 
     def _collect(self, out: Path, cases: list[str]) -> pd.DataFrame:
@@ -395,4 +458,5 @@ class GLMILPredictor:
                 "test_time_mirroring": [[list(g), list(l)] for g, l in self.variants],
                 "images": str(images_folder), "masks": str(masks_folder),
                 "clinical": None if clinical_file is None else str(clinical_file), "save_gradcam": save_gradcam,
-                "risk_scales": self.risk_scales, "torch": torch.__version__}
+                "risk_scales": self.risk_scales, "recalibration": self.recalibration,
+                "survival_horizons": self.horizons, "survival_models": self.survival_models, "torch": torch.__version__}
