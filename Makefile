@@ -36,6 +36,7 @@ demo: $(INSTALLED)
 	$(BIN)/glmil_predict -d 1 -tr $(DEMO_TRAINER) -i $(DEMO_RAW)/imagesTs -m $(DEMO_RAW)/labelsTs \
 		-c $(DEMO_RAW)/clinicalTs.csv -o $(DEMO_OUT) -npp 1 -device cpu
 	$(BIN)/glmil_evaluate_predictions -d 1 -i $(DEMO_OUT)/predictions.csv
+	$(BIN)/glmil_evaluate -d 1 -i $(DEMO_OUT)/predictions.csv -o $(DEMO_OUT)/evaluation
 
 test: $(INSTALLED)
 	$(PYTHON) -m pytest $(PYTEST_ARGS)

@@ -39,6 +39,9 @@ setup(
         "statsmodels>=0.14",
         "lifelines>=0.27",
         "dcurves>=1.1",
+        # the HTML report (jinja2 autoescapes every user string) and cropping its PNG rendering
+        "jinja2>=3.0",
+        "pillow>=9.0",
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-xdist>=3", "lifelines>=0.27"],
@@ -55,6 +58,7 @@ setup(
             "glmil_predict=glmil_auto.inference.entry_points:predict_entry",
             "glmil_predict_from_modelfolder=glmil_auto.inference.entry_points:predict_from_modelfolder_entry",
             "glmil_evaluate_predictions=glmil_auto.evaluation.entry_points:evaluate_predictions_entry",
+            "glmil_evaluate=glmil_auto.evaluation.evaluate_command:evaluate_entry",
         ],
     },
 )

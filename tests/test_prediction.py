@@ -371,6 +371,48 @@ def test_risk_groups_come_from_the_out_of_fold_predictions_of_the_checkpoint_use
     assert json.loads((model / "risk_groups.json").read_text())["checkpoint"] == "checkpoint_final.pt"
 
 
+def test_glmil_evaluate_held_out_and_cross_validation(trained, ensemble, tmp_path, capsys):
+    from sklearn.metrics import roc_auc_score
+    from sksurv.metrics import concordance_index_censored
+
+    from glmil_auto.evaluation.delong import delong_test
+    from glmil_auto.evaluation.evaluate_command import evaluate_entry
+
+    out, frame, _ = ensemble
+    raw = trained["raw"]
+    code = evaluate_entry(["-d", "1", "-i", str(out / "predictions.csv"), "-o", str(tmp_path / "ev"),
+                           "--n_bootstrap", "50", "--no_progress"])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text(), parse_constant=lambda c: 1 / 0)
+    table = pd.read_csv(raw / "clinicalTs.csv", dtype={"case_id": str}).set_index("case_id").loc[frame["case_id"]]
+    entry = metrics["endpoints"]["local_failure"]["cohorts"]["all"]
+    known = table["local_failure"].notna().to_numpy()
+    y, p = table["local_failure"].to_numpy()[known], frame["local_failure"].to_numpy()[known]
+    if 0 < y.sum() < len(y):
+        assert entry["scores"]["model"]["auc"]["auc"] == pytest.approx(roc_auc_score(y, p))
+        baseline = metrics["baselines"]["clinical model"]
+        assert baseline == "evaluated", baseline
+        comparison = entry["comparisons"][0]
+        assert comparison["baseline"] == "clinical model" and 0 <= comparison["p_value"] <= 1
+    os_entry = metrics["endpoints"]["os"]["cohorts"]["all"]
+    c = concordance_index_censored(table["os_event"].astype(bool).to_numpy(), table["os_months"].to_numpy(),
+                                   frame["os_risk"].to_numpy())[0]
+    assert os_entry["scores"]["model"]["harrell"]["c_index"] == pytest.approx(c)
+    assert metrics["cohort_table"][0]["group"] == "all" and metrics["cohort_table"][0]["n"] == len(frame)
+    assert set(metrics["multivariable"]) == {*BINARY, "os"}
+    assert "local_failure" in printed.out and "Harrell's C" in printed.out
+    report = (tmp_path / "ev" / "report.html").read_text()
+    assert metrics["report"] == str(tmp_path / "ev" / "report.html") and "local_failure" in report
+
+    code = evaluate_entry(["-d", "1", "-tr", "PredictionTestTrainer", "--cv", "-o", str(tmp_path / "cv"),
+                           "--n_bootstrap", "20", "--no_progress"])
+    assert code == 0, capsys.readouterr().err
+    cv = json.loads((tmp_path / "cv" / "metrics.json").read_text())
+    assert cv["group_column"] == "fold" and set(cv["endpoints"]["os"]["cohorts"]) == {"all", "0", "1"}
+    assert evaluate_entry(["-d", "1", "-o", str(tmp_path / "x")]) == 2  # neither -i nor --cv
+
+
 def test_model_folder_problems_are_clear(trained, tmp_path, capsys):
     raw = trained["raw"]
     args = ["-i", str(raw / "imagesTs"), "-m", str(raw / "labelsTs"), "-o", str(tmp_path / "o"), "-d", "1"]

@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
+import numpy as np
+
 _DOUBLE_ENDINGS = (".nii.gz", ".tar.gz")
 
 
@@ -66,8 +68,13 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
 
 
 def json_safe(obj: Any) -> Any:
-    """``obj`` with every NaN or infinite float (Python or numpy) replaced by None: JSON has no NaN,
+    """``obj`` with numpy scalars and arrays as Python numbers and lists, and every NaN or infinite
+    float replaced by None: JSON has no NaN,
     and ``json.dumps`` would write the non-standard token ``NaN`` that strict readers refuse."""
+    if isinstance(obj, np.generic):  # numpy scalars (np.int64 is not JSON serialisable)
+        return json_safe(obj.item())
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
     if isinstance(obj, dict):
         return {key: json_safe(value) for key, value in obj.items()}
     if isinstance(obj, (list, tuple)):

@@ -1,0 +1,167 @@
+"""What ``glmil_evaluate`` evaluates, gathered from the files a user has.
+
+- a held-out cohort: ``glmil_predict``'s output folder (``predictions.csv``, the ``<case>.json``
+  files with each case's lesions, ``prediction_settings.json`` naming the model folder) and the
+  cohort's clinical table;
+- cross-validation (``--cv``): the out-of-fold predictions of a model folder's folds
+  (``fold_<k>/validation/predictions.csv``) and the training clinical table.
+
+Baselines: the clinical + volumetric model fitted on the training cohort
+(:class:`~glmil_auto.evaluation.clinical_baseline.ClinicalBaseline`), the prognostic scores of
+the dataset's ``clinical_scores`` block (survival endpoints), and any table the user brings.
+A baseline that cannot be built says why in ``metrics.json`` instead of stopping the evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from glmil_auto.dataset.dataset_json import DatasetSpec
+from glmil_auto.evaluation.prediction_metrics import PredictionEvaluationError, read_predictions
+
+CLINICAL_MODEL = "clinical model"
+DEFAULT_RISK_QUANTILES = (1 / 3, 2 / 3)
+
+
+def indexed_scores(frame: pd.DataFrame, spec: DatasetSpec, source: str) -> pd.DataFrame:
+    """A predictions or baseline table indexed by case id (``case_id`` or the dataset's case column)."""
+    for column in dict.fromkeys(("case_id", spec.case_column)):
+        if column in frame.columns:
+            ids = frame[column].astype(str).str.strip()
+            if ids.duplicated().any():
+                raise PredictionEvaluationError(f"{source}: case ids appear in more than one row: "
+                                                f"{sorted(set(ids[ids.duplicated()]))[:5]}")
+            return frame.set_axis(pd.Index(ids.to_numpy(), name="case_id"), axis=0)
+    raise PredictionEvaluationError(f"{source}: no case id column 'case_id'; columns found: {list(frame.columns)}")
+
+
+def read_baseline_arguments(arguments: Sequence[str], spec: DatasetSpec) -> dict[str, pd.DataFrame]:
+    """``NAME=scores.csv`` arguments: tables with the predictions' score columns."""
+    out = {}
+    for argument in arguments:
+        name, sep, path = argument.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise PredictionEvaluationError(f"--baseline {argument!r}: give NAME=scores.csv")
+        out[name.strip()] = indexed_scores(read_predictions(Path(path.strip())), spec, path.strip())
+    return out
+
+
+def case_properties(predictions_folder: Path, cases: Sequence[str]) -> list[dict[str, Any]] | None:
+    """Each case's lesion table from ``glmil_predict``'s ``<case>.json`` (None when any is missing)."""
+    out = []
+    for case in cases:
+        path = predictions_folder / f"{case}.json"
+        if not path.is_file():
+            return None
+        out.append(json.loads(path.read_text(encoding="utf-8")))
+    return out
+
+
+def model_folder_of(predictions_folder: Path) -> Path | None:
+    """The model folder that ``glmil_predict`` recorded in ``prediction_settings.json``."""
+    settings = predictions_folder / "prediction_settings.json"
+    if not settings.is_file():
+        return None
+    folder = json.loads(settings.read_text(encoding="utf-8")).get("model_folder")
+    return Path(folder) if folder and Path(folder).is_dir() else None
+
+
+def oof_tables(model_folder: Path, folds: Sequence[str] | None = None) -> dict[str, pd.DataFrame]:
+    """``fold -> validation/predictions.csv`` of the model folder's numeric folds."""
+    paths = sorted(model_folder.glob("fold_*/validation/predictions.csv"))
+    tables = {}
+    for path in paths:
+        fold = path.parent.parent.name[len("fold_"):]
+        if fold.isdigit() and (folds is None or fold in folds):
+            tables[fold] = pd.read_csv(path, dtype={"case_id": str})
+    return tables
+
+
+def binary_cutoffs(tables: dict[str, pd.DataFrame], endpoints: Sequence[str],
+                   quantiles: Sequence[float] = DEFAULT_RISK_QUANTILES) -> dict[str, list[float]]:
+    """Risk-group cut-offs per binary endpoint: quantiles of the pooled out-of-fold probabilities
+    (the networks' own scale, which ``<endpoint>_uncalibrated`` shares)."""
+    out = {}
+    for name in endpoints:
+        values = np.concatenate([t[name].to_numpy(dtype=float) for t in tables.values() if name in t] or [np.zeros(0)])
+        values = values[np.isfinite(values)]
+        if values.size:
+            out[name] = [float(q) for q in np.quantile(values, quantiles)]
+    return out
+
+
+def cross_validation_predictions(model_folder: Path, spec: DatasetSpec) -> pd.DataFrame:
+    """The folds' out-of-fold predictions as one predictions table (a ``fold`` column): binary
+    probabilities as the networks gave them (``<endpoint>`` and ``<endpoint>_uncalibrated``: a
+    recalibration fitted on these very cases would be in-sample), survival log-risks standardised
+    per fold with risk groups from the pooled tertiles, as ``glmil_predict`` does."""
+    from glmil_auto.inference.risk_groups import assign_risk_groups, fit_risk_scales
+
+    tables = oof_tables(model_folder)
+    if not tables:
+        raise PredictionEvaluationError(f"no fold_*/validation/predictions.csv in {model_folder}: train the folds "
+                                        "(glmil_train) or run glmil_train DATASET FOLD --val")
+    survival = [n for n, e in spec.endpoints.items() if e.type == "survival"]
+    scales = fit_risk_scales(tables, [n for n in survival if all(f"{n}_log_risk" in t for t in tables.values())])
+    frames = []
+    for fold, table in tables.items():
+        frame = pd.DataFrame({"case_id": table["case_id"].astype(str), "fold": fold})
+        for name, endpoint in spec.endpoints.items():
+            if endpoint.type == "binary" and name in table:
+                frame[name] = table[name].to_numpy(dtype=float)
+                frame[f"{name}_uncalibrated"] = frame[name]
+            elif name in scales:
+                scale = scales[name]["folds"][fold]
+                risk = (table[f"{name}_log_risk"].to_numpy(dtype=float) - scale["mean"]) / scale["std"]
+                frame[f"{name}_risk"] = risk
+                frame[f"{name}_risk_group"] = assign_risk_groups(risk, scales[name]["cutoffs"])
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True).set_index("case_id")
+
+
+def clinical_model_baseline(spec: DatasetSpec, plans: dict[str, Any], train_table: pd.DataFrame,
+                            train_properties: Sequence[dict[str, Any]], eval_table: pd.DataFrame,
+                            eval_properties: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """The clinical + volumetric model fitted on the training cohort, scored on the evaluated one
+    (columns as the predictions: probability per binary endpoint, ``<endpoint>_risk`` per survival
+    endpoint)."""
+    from glmil_auto.evaluation.clinical_baseline import ClinicalBaseline
+    from glmil_auto.model.clinical_encoder import encode_clinical_table
+    from glmil_auto.training.data_loader import case_targets
+
+    features, endpoints = plans["clinical"]["features"], plans["endpoints"]
+    values, categories = encode_clinical_table(train_table, features)
+    targets = case_targets(train_table, endpoints, spec)
+    baseline = ClinicalBaseline.fit(features, endpoints, values, categories, train_properties, targets)
+    eval_values, eval_categories = encode_clinical_table(eval_table, features)
+    scores = baseline.predict(eval_values, eval_categories, eval_properties)
+    frame = pd.DataFrame(index=pd.Index(eval_table.index.astype(str), name="case_id"))
+    for endpoint in endpoints:
+        column = endpoint["name"] if endpoint["type"] == "binary" else f"{endpoint['name']}_risk"
+        frame[column] = scores[endpoint["name"]]
+    return frame
+
+
+def prognostic_score_baselines(spec: DatasetSpec, table: pd.DataFrame, n_metastases: pd.Series
+                               ) -> dict[str, pd.DataFrame]:
+    """RPA class, GPA and DS-GPA (as risks: higher = worse) for every survival endpoint, from the
+    dataset's ``clinical_scores`` block; {} without one."""
+    from glmil_auto.evaluation.prognostic_scores import compute_scores, scores_as_risk
+
+    mapping = spec.raw.get("clinical_scores")
+    if not mapping:
+        return {}
+    risks = scores_as_risk(compute_scores(table, mapping, n_metastases))
+    survival = [n for n, e in spec.endpoints.items() if e.type == "survival"]
+    names = {"rpa_class": "RPA class", "gpa": "GPA", "ds_gpa": "DS-GPA"}
+    out = {}
+    for column, label in names.items():
+        if column in risks and risks[column].notna().any():
+            out[label] = pd.DataFrame({f"{name}_risk": risks[column].to_numpy(dtype=float) for name in survival},
+                                      index=pd.Index(table.index.astype(str), name="case_id"))
+    return out
