@@ -95,3 +95,10 @@ def test_json_files_are_strict_json_without_nan(tmp_path):
     write_json_atomic(tmp_path / "summary.json", summary)
     strict = json.loads((tmp_path / "summary.json").read_text(), parse_constant=_refuse_constant)
     assert strict == {"metrics": {"local_failure": None, "os": None, "ok": 0.7}, "per_fold": [None, 1.0], "n_cases": 3}
+
+
+def test_dataset_json_checks_the_clinical_scores_block():
+    content = {**GOOD, "clinical_scores": {"kps": "KPS (%)", "age": "age"}}
+    assert validate_dataset_json(content) == []
+    problems = validate_dataset_json({**GOOD, "clinical_scores": {"kps": "karnofsky"}}, "dataset.json")
+    assert any("'karnofsky', which is not declared in 'clinical_features'" in p.message for p in problems), problems

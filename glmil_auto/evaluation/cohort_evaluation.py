@@ -31,6 +31,7 @@ from glmil_auto.evaluation.multivariable import multivariable_cox, multivariable
 from glmil_auto.inference.survival_probabilities import horizon_label
 
 ALL = "all"
+UNSTABLE_RATIO = 1e4  # an odds or hazard ratio beyond 1e4 (or below 1e-4) signals (quasi-)separation
 
 
 def _column(frame: pd.DataFrame, column: str, cases: pd.Index) -> np.ndarray:
@@ -149,8 +150,17 @@ def _multivariable(predictions: pd.DataFrame, table: pd.DataFrame, spec: Dataset
         return {"reason": f"{type(exc).__name__}: {exc}"}
     rows = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
             for row in result.table.to_dict(orient="records")]
-    return {"rows": rows, "ratio_name": ratio, "n": int(result.n), "events": int(result.events),
-            "dropped": int(result.dropped), "warnings": sorted({str(w.message).split("\n")[0] for w in caught})}
+    messages = sorted({str(w.message).split("\n")[0] for w in caught})
+    out = {"rows": rows, "ratio_name": ratio, "n": int(result.n), "events": int(result.events),
+           "dropped": int(result.dropped), "warnings": messages}
+    extreme = [row["term"] for row in rows if row.get("ci_low") is None or row.get("ci_high") is None
+               or not 1 / UNSTABLE_RATIO < float(row[ratio]) < UNSTABLE_RATIO]
+    if extreme or any("converge" in m.lower() or "separation" in m.lower() for m in messages):
+        out["unstable"] = (f"the fit is not reliable ({int(result.events)} events for {len(rows)} terms"
+                           + (f"; ratios beyond 1e4 or without a CI for {extreme}" if extreme else "")
+                           + (f"; {messages[0]}" if messages else "") + "): quasi-separation in a small cohort; "
+                           "the estimates are not interpretable")
+    return out
 
 
 def _fit_multivariable(table: pd.DataFrame, declared: Any, name: str, score: pd.Series, covariates: pd.DataFrame):

@@ -414,14 +414,19 @@ def _multivariable_view(index: int, name: str, model: Any, endpoint_type: str | 
              format_p_value(row.get("p_value"))] for row in rows])
     counts = [f"{what} = {format_count(model.get(key))}" for what, key in
               (("n", "n"), ("events", "events"), ("dropped (missing values)", "dropped")) if key in model]
+    note = model.get("unstable") or model.get("reason")
+    figure = None
+    if not model.get("unstable"):  # a forest plot spanning 1e-5 to 1e25 would only mislead
+        figure = _figure(f"Forest plot ({label.lower()})",
+                         lambda: report_plots.forest_figure(rows, f"{name}: multivariable model", ratio_name),
+                         "no term with a finite ratio" if rows else "no term in the model", wide=True)
     return {
         "name": name,
         "anchor": _anchor("multivariable", name, index),
         "counts": ", ".join(counts),
         "table": table,
-        "figure": _figure(f"Forest plot ({label.lower()})",
-                          lambda: report_plots.forest_figure(rows, f"{name}: multivariable model", ratio_name),
-                          "no term with a finite ratio" if rows else "no term in the model", wide=True),
+        "note": None if note is None else str(note),
+        "figure": figure,
     }
 
 
@@ -628,9 +633,14 @@ _TEMPLATE = r"""<!DOCTYPE html>
 <h2 id="multivariable">Multivariable analysis</h2>
 {%- for m in multivariable %}
 <h3 id="{{ m.anchor }}">{{ m.name }}{% if m.counts %} <span class="kind">{{ m.counts }}</span>{% endif %}</h3>
+{%- if m.note %}
+<p class="na">{{ m.note }}</p>
+{%- endif %}
+{%- if m.figure %}
 <div class="figures">
 {{ show_figure(m.figure) }}
 </div>
+{%- endif %}
 {%- if m.table %}
 {{ data_table(m.table) }}
 {%- else %}
