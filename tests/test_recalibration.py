@@ -68,3 +68,12 @@ def test_nothing_to_fit_gives_the_identity_and_nan_pairs_are_dropped():
     assert fit_recalibration_maps(tables, ["lf"])["lf"] == fit_recalibration(p, y)
     with pytest.raises(ValueError, match="lack 'distant'"):
         fit_recalibration_maps(tables, ["distant"])
+
+
+def test_an_anti_predictive_fit_never_reverses_the_ranking():
+    p, y = miscalibrated(1000, seed=4, a=0.3, b=-0.5)  # outcomes fall as the published probability rises
+    mapping = fit_recalibration(p, y, method="logistic")
+    assert mapping["slope"] == 1.0 and "intercept-only" in mapping["note"]
+    recalibrated = apply_recalibration(mapping, p)
+    assert np.all(np.diff(recalibrated[np.argsort(p)]) >= 0)  # same order as before
+    assert recalibrated.sum() == pytest.approx(y.sum(), rel=1e-9)  # calibrated in the large

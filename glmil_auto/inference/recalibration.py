@@ -7,7 +7,9 @@ endpoint gets a recalibration map fitted on the pooled out-of-fold predictions o
 use (every training case scored once, by the fold that never trained on it):
 
 - ``logistic`` (Platt scaling on the logit, the default): ``p' = sigmoid(a + b logit(p))``, two
-  parameters, stable with a few dozen events;
+  parameters, stable with a few dozen events; a fitted ``b <= 0`` (out-of-fold predictions that
+  rank backwards) falls back to the intercept alone, so that recalibration never reverses the
+  model's ranking (and never changes an AUC);
 - ``isotonic`` (scikit-learn's ``IsotonicRegression``, clipped outside the fitted range): a
   monotone step map, only when there are at least :data:`MIN_EVENTS_FOR_ISOTONIC` events and as
   many non-events, because with fewer it overfits;
@@ -25,6 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy import optimize
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
@@ -56,13 +59,26 @@ def fit_recalibration(probabilities: Sequence[float], outcomes: Sequence[float],
     if method == "logistic":
         model = LogisticRegression(C=np.inf, solver="lbfgs", tol=1e-10, max_iter=10000)  # unpenalised
         model.fit(logit(p)[:, None], y.astype(int))
-        return {"method": "logistic", "intercept": float(model.intercept_[0]), "slope": float(model.coef_[0, 0]),
+        slope = float(model.coef_[0, 0])
+        if slope <= 0:  # a map may shift and stretch, never reverse the model's ranking
+            return {"method": "logistic", "intercept": _intercept_only(logit(p), y), "slope": 1.0, "n": n,
+                    "events": events, "note": f"fitted slope {slope:.3g} <= 0: intercept-only recalibration"}
+        return {"method": "logistic", "intercept": float(model.intercept_[0]), "slope": slope,
                 "n": n, "events": events}
     if method == "isotonic":
         model = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(p, y)
         return {"method": "isotonic", "x": [float(v) for v in model.X_thresholds_],
                 "y": [float(v) for v in model.y_thresholds_], "n": n, "events": events}
     raise ValueError(f"unknown recalibration method {method!r}: use logistic, isotonic or auto")
+
+
+def _intercept_only(offset: np.ndarray, y: np.ndarray) -> float:
+    """The maximum-likelihood intercept with the logit as an offset (slope fixed at 1): the
+    predicted events then sum to the observed ones (calibration in the large)."""
+    def excess(a: float) -> float:
+        return float((1.0 / (1.0 + np.exp(-(a + offset)))).sum() - y.sum())
+
+    return float(optimize.brentq(excess, -30.0, 30.0, xtol=1e-12))
 
 
 def apply_recalibration(recalibration: dict[str, Any], probabilities: Sequence[float]) -> np.ndarray:
