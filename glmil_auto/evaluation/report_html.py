@@ -38,6 +38,7 @@ import jinja2
 
 from glmil_auto.evaluation import report_plots
 from glmil_auto.evaluation.report_plots import as_number
+from glmil_auto.utilities.atomic_files import write_bytes_atomic
 
 __all__ = ["write_report", "render_report", "format_number", "format_p_value"]
 
@@ -667,6 +668,5 @@ def write_report(metrics: Mapping[str, Any], path: str | Path) -> Path:
     """Write the self-contained HTML report of ``metrics`` to ``path`` (parents created)."""
     path = Path(path)
     html = render_report(metrics)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(html, encoding="utf-8")
+    write_bytes_atomic(path, html.encode("utf-8"))  # a killed run never leaves half a report
     return path
