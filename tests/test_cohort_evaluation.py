@@ -8,7 +8,8 @@ import pandas as pd
 
 from glmil_auto.dataset.dataset_json import spec_from_dict
 from glmil_auto.evaluation.cohort_evaluation import evaluate_cohort
-from glmil_auto.evaluation.cohort_metrics import binary_cohort, risk_group_labels, survival_cohort
+from glmil_auto.evaluation.cohort_metrics import binary_cohort, survival_cohort
+from glmil_auto.inference.risk_groups import assign_risk_groups
 
 SPEC = spec_from_dict({"channel_names": {"0": "T1c"}, "labels": {"background": 0, "lesion": 1}, "numTraining": 1,
                        "file_ending": ".nii.gz", "group_column": "site",
@@ -26,7 +27,7 @@ def cohort(n: int = 120, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
                           "t": rng.exponential(10 * np.exp(-0.5 * x)), "e": (rng.random(n) < 0.8).astype(float)},
                          index=pd.Index([f"c{i}" for i in range(n)], name="case_id"))
     predictions = pd.DataFrame({"lf": 1 / (1 + np.exp(-x)), "os_risk": x,
-                                "os_risk_group": risk_group_labels(x, [-0.4, 0.4])}, index=table.index)
+                                "os_risk_group": assign_risk_groups(x, [-0.4, 0.4])}, index=table.index)
     return table, predictions
 
 

@@ -19,6 +19,7 @@ from sklearn.metrics import roc_curve
 
 from glmil_auto.evaluation import binary_metrics, survival_metrics
 from glmil_auto.evaluation.delong import delong_test
+from glmil_auto.inference.risk_groups import RISK_GROUP_NAMES, assign_risk_groups
 
 MODEL = "model"
 DCA_THRESHOLDS = np.round(np.arange(0.01, 0.81, 0.01), 2)
@@ -109,19 +110,12 @@ def _decision_curve(y: np.ndarray, probabilities: Mapping[str, np.ndarray]) -> d
     return out if out["curves"] else None
 
 
-def risk_group_labels(values: np.ndarray, cutoffs: Sequence[float]) -> np.ndarray:
-    """``low`` / ``intermediate`` / ``high`` (two cut-offs) or ``low`` / ``high`` (one); NaN stays NaN."""
-    names = ["low", "high"] if len(cutoffs) == 1 else ["low", "intermediate", "high"]
-    index = np.searchsorted(np.asarray(cutoffs, dtype=float), values, side="right")
-    labels = np.array([names[min(i, len(names) - 1)] for i in index], dtype=object)
-    labels[~np.isfinite(values)] = np.nan
-    return labels
-
-
 def _binary_risk_groups(y: np.ndarray, score: np.ndarray, cutoffs: Sequence[float] | None) -> dict[str, Any] | None:
     if not cutoffs:
         return None
-    groups = risk_group_labels(score, cutoffs)
+    names = RISK_GROUP_NAMES if len(cutoffs) == 2 else [f"group {i + 1}" for i in range(len(cutoffs) + 1)]
+    groups = np.array(assign_risk_groups(score, cutoffs, names), dtype=object)
+    groups[~np.isfinite(score)] = np.nan
     table, test = binary_metrics.risk_group_event_rates(y, groups)
     high, _ = _safe(lambda: binary_metrics.threshold_metrics(y, score, float(max(cutoffs))))
     return {"cutoffs": [float(c) for c in cutoffs], "table": _records(table), "test": test,

@@ -22,22 +22,17 @@ import numpy as np
 import pandas as pd
 
 from glmil_auto.dataset.dataset_json import DatasetSpec
-from glmil_auto.evaluation.prediction_metrics import PredictionEvaluationError, read_predictions
+from glmil_auto.evaluation.prediction_metrics import PredictionEvaluationError, indexed_predictions, read_predictions
 
 CLINICAL_MODEL = "clinical model"
-DEFAULT_RISK_QUANTILES = (1 / 3, 2 / 3)
 
 
 def indexed_scores(frame: pd.DataFrame, spec: DatasetSpec, source: str) -> pd.DataFrame:
     """A predictions or baseline table indexed by case id (``case_id`` or the dataset's case column)."""
-    for column in dict.fromkeys(("case_id", spec.case_column)):
-        if column in frame.columns:
-            ids = frame[column].astype(str).str.strip()
-            if ids.duplicated().any():
-                raise PredictionEvaluationError(f"{source}: case ids appear in more than one row: "
-                                                f"{sorted(set(ids[ids.duplicated()]))[:5]}")
-            return frame.set_axis(pd.Index(ids.to_numpy(), name="case_id"), axis=0)
-    raise PredictionEvaluationError(f"{source}: no case id column 'case_id'; columns found: {list(frame.columns)}")
+    try:
+        return indexed_predictions(frame, spec)
+    except PredictionEvaluationError as exc:
+        raise PredictionEvaluationError(f"{source}: {exc}") from None
 
 
 def read_baseline_arguments(arguments: Sequence[str], spec: DatasetSpec) -> dict[str, pd.DataFrame]:
@@ -71,27 +66,26 @@ def model_folder_of(predictions_folder: Path) -> Path | None:
     return Path(folder) if folder and Path(folder).is_dir() else None
 
 
-def oof_tables(model_folder: Path, folds: Sequence[str] | None = None) -> dict[str, pd.DataFrame]:
-    """``fold -> validation/predictions.csv`` of the model folder's numeric folds."""
-    paths = sorted(model_folder.glob("fold_*/validation/predictions.csv"))
-    tables = {}
-    for path in paths:
-        fold = path.parent.parent.name[len("fold_"):]
-        if fold.isdigit() and (folds is None or fold in folds):
-            tables[fold] = pd.read_csv(path, dtype={"case_id": str})
-    return tables
+def oof_tables(model_folder: Path) -> dict[str, pd.DataFrame]:
+    """``fold -> validation/predictions.csv`` of the model folder's numeric folds that have one."""
+    from glmil_auto.inference.model_folder import available_folds
+    from glmil_auto.inference.risk_groups import read_oof_tables
+
+    files = {fold: Path(model_folder) / f"fold_{fold}" / "validation" / "predictions.csv"
+             for fold in available_folds(Path(model_folder)) if fold.isdigit()}
+    return read_oof_tables({fold: path for fold, path in files.items() if path.is_file()})
 
 
-def binary_cutoffs(tables: dict[str, pd.DataFrame], endpoints: Sequence[str],
-                   quantiles: Sequence[float] = DEFAULT_RISK_QUANTILES) -> dict[str, list[float]]:
-    """Risk-group cut-offs per binary endpoint: quantiles of the pooled out-of-fold probabilities
-    (the networks' own scale, which ``<endpoint>_uncalibrated`` shares)."""
+def binary_cutoffs(tables: dict[str, pd.DataFrame], endpoints: Sequence[str]) -> dict[str, list[float]]:
+    """Risk-group cut-offs per binary endpoint: the tertiles of the pooled out-of-fold
+    probabilities (the networks' own scale, which ``<endpoint>_uncalibrated`` shares)."""
+    from glmil_auto.inference.risk_groups import cutoffs_from_risks
+
     out = {}
     for name in endpoints:
-        values = np.concatenate([t[name].to_numpy(dtype=float) for t in tables.values() if name in t] or [np.zeros(0)])
-        values = values[np.isfinite(values)]
-        if values.size:
-            out[name] = [float(q) for q in np.quantile(values, quantiles)]
+        values = [t[name].to_numpy(dtype=float) for t in tables.values() if name in t]
+        if values and np.isfinite(np.concatenate(values)).any():
+            out[name] = cutoffs_from_risks(np.concatenate(values))
     return out
 
 

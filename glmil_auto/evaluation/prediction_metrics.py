@@ -117,7 +117,7 @@ def predicted_endpoints(predictions: pd.DataFrame, spec: DatasetSpec) -> list[st
     return present
 
 
-def _indexed_predictions(predictions: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
+def indexed_predictions(predictions: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
     """Predictions indexed by case id (string), with a case column checked for blanks/duplicates."""
     column = _case_column(predictions, spec)
     ids = predictions[column].astype(str).str.strip()
@@ -240,7 +240,7 @@ def evaluate_predictions(predictions: pd.DataFrame, table: pd.DataFrame, spec: D
     them to the reason. Raises :class:`PredictionEvaluationError` for missing columns, no case in
     common, or nothing left to evaluate.
     """
-    indexed = _indexed_predictions(predictions, spec)
+    indexed = indexed_predictions(predictions, spec)
     endpoints = predicted_endpoints(indexed, spec)
     table_ids = pd.Index(table.index.astype(str))
     table = table.set_axis(table_ids, axis=0)

@@ -139,6 +139,8 @@ class GLMILPredictor:
         self.variants = mirror_variants(augmentation["global"].get("mirror_axes", []),
                                         augmentation["local"].get("mirror_axes", []), enabled=use_tta)
         self.preprocessor = CasePreprocessor(self.plans)
+        self.oof_files = {fold: self.model.validation_predictions(fold) for fold in self.model.folds}
+        self._oof_cache: dict[str, pd.DataFrame] | None = None
         self.risk_scales = self._risk_scales()
         self.recalibration = self._recalibration()
         self.horizons = [float(h) for h in horizons]
@@ -164,10 +166,17 @@ class GLMILPredictor:
         except OSError:
             pass
 
+    def _oof_tables(self) -> dict[str, pd.DataFrame]:
+        """The out-of-fold predictions of the folds and checkpoint in use, read once (risk scales,
+        recalibration and survival models all start from them)."""
+        if self._oof_cache is None:
+            self._oof_cache = read_oof_tables(self.oof_files)
+        return self._oof_cache
+
     def _risk_scales(self) -> dict[str, dict]:
         if not self.survival:
             return {}
-        files = {fold: self.model.validation_predictions(fold) for fold in self.model.folds}
+        files = self.oof_files
         missing = [fold for fold, path in files.items() if not path.is_file()]
         if missing:  # never scale one checkpoint's risks with another checkpoint's predictions
             best = "" if self.model.checkpoint_name == "checkpoint_final.pt" else " --val_best"
@@ -175,7 +184,7 @@ class GLMILPredictor:
                 f"{files[missing[0]]} is missing: the risk groups of {self.model.checkpoint_name} need the out-of-fold "
                 f"predictions of that checkpoint for fold(s) {missing}; write them with 'glmil_train DATASET FOLD "
                 f"--val{best}'" + ("" if best else " (or predict with the checkpoint that was validated)"))
-        scales = fit_risk_scales(read_oof_tables(files), self.survival)
+        scales = fit_risk_scales(self._oof_tables(), self.survival)
         self._store_with_model(self.model.risk_groups_file(), scales)
         return scales
 
@@ -184,14 +193,13 @@ class GLMILPredictor:
         out-of-fold predictions of the folds and checkpoint in use (identity where there are none)."""
         if not self.binary:
             return {}
-        files = {fold: self.model.validation_predictions(fold) for fold in self.model.folds}
-        missing = [fold for fold, path in files.items() if fold == "all" or not path.is_file()]
+        missing = [fold for fold, path in self.oof_files.items() if fold == "all" or not path.is_file()]
         if missing:
             reason = (f"no out-of-fold predictions of {self.model.checkpoint_name} for fold(s) {missing}: "
                       "probabilities are not recalibrated")
             logger.warning("%s (%s)", reason, self.model.path)
             return identity_maps(self.binary, reason)
-        maps = fit_recalibration_maps(read_oof_tables(files), self.binary)
+        maps = fit_recalibration_maps(self._oof_tables(), self.binary)
         self._store_with_model(self.model.recalibration_file(), maps)
         return maps
 
@@ -201,7 +209,7 @@ class GLMILPredictor:
         as the risk scales."""
         if not self.survival:
             return {}
-        tables = read_oof_tables({fold: self.model.validation_predictions(fold) for fold in self.model.folds})
+        tables = self._oof_tables()
         models = {}
         for name in self.survival:
             endpoint = self.spec.endpoints[name]
