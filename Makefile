@@ -34,8 +34,7 @@ demo: $(INSTALLED)
 	$(BIN)/glmil_plan_and_preprocess -d 1 -np $(NP)
 	for fold in $(FOLDS); do $(BIN)/glmil_train 1 $$fold -tr $(DEMO_TRAINER) -device cpu || exit 1; done
 	$(BIN)/glmil_predict -d 1 -tr $(DEMO_TRAINER) -i $(DEMO_RAW)/imagesTs -m $(DEMO_RAW)/labelsTs \
-		-c $(DEMO_RAW)/clinicalTs.csv -o $(DEMO_OUT) -npp 1 -device cpu
-	$(BIN)/glmil_evaluate_predictions -d 1 -i $(DEMO_OUT)/predictions.csv
+		-c $(DEMO_RAW)/clinicalTs.csv -o $(DEMO_OUT) -npp 1 -device cpu --explain
 	$(BIN)/glmil_evaluate -d 1 -i $(DEMO_OUT)/predictions.csv -o $(DEMO_OUT)/evaluation
 
 test: $(INSTALLED)

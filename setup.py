@@ -42,6 +42,9 @@ setup(
         # the HTML report (jinja2 autoescapes every user string) and cropping its PNG rendering
         "jinja2>=3.0",
         "pillow>=9.0",
+        # SHAP (glmil_predict --explain, the report's summary plots): exact Shapley values of the
+        # fusion over grouped features, and the beeswarm plot clinicians know from the literature
+        "shap>=0.45",
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-xdist>=3", "lifelines>=0.27"],

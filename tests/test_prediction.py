@@ -371,6 +371,46 @@ def test_risk_groups_come_from_the_out_of_fold_predictions_of_the_checkpoint_use
     assert json.loads((model / "risk_groups.json").read_text())["checkpoint"] == "checkpoint_final.pt"
 
 
+def test_explain_writes_shap_contributions_that_add_up_to_the_ensemble(trained, tmp_path, capsys):
+    """--explain: every case's JSON has, per endpoint, every feature's SHAP value, largest first,
+    adding up to the folds' mean logit (binary) or to the ensembled standardised risk (survival)."""
+    from glmil_auto.inference.shap_explanations import GLOBAL_FEATURE, LOCAL_FEATURE
+
+    out = tmp_path / "explained"
+    frame, failures = predict(trained, out, use_tta=False, explain=True)
+    assert not failures
+    features = [f["name"] for f in json.loads((trained["model"] / "plans.json").read_text())["clinical"]["features"]]
+    for row in frame.itertuples():
+        content = json.loads((out / f"{row.case_id}.json").read_text())
+        explanation = content["explanation"]
+        assert set(explanation) == {*BINARY, "os"}
+        for name, block in explanation.items():
+            contributions = block["contributions"]
+            assert {c["feature"] for c in contributions} == {*features, "lesion count", "total lesion volume (mL)",
+                                                              GLOBAL_FEATURE, LOCAL_FEATURE}
+            magnitudes = [abs(c["shap"]) for c in contributions]
+            assert magnitudes == sorted(magnitudes, reverse=True)
+            assert block["base_value"] + sum(c["shap"] for c in contributions) == pytest.approx(
+                block["output_value"], abs=1e-4)
+        folds = content["per_fold"].values()
+        mean_logit = np.mean([np.log(f["local_failure"] / (1 - f["local_failure"])) for f in folds])
+        assert explanation["local_failure"]["output_value"] == pytest.approx(mean_logit, abs=1e-3)
+        assert explanation["os"]["output_value"] == pytest.approx(row.os_risk, abs=1e-3)
+        count = next(c for c in explanation["os"]["contributions"] if c["feature"] == "lesion count")
+        assert count["value"] == content["n_instances"]
+
+    # a model folder without the SHAP background says how to write it, and predicts nothing
+    copy = tmp_path / "copied_model"
+    shutil.copytree(trained["model"], copy)
+    (copy / "fold_1" / "validation" / "shap_background.npz").unlink()
+    raw = trained["raw"]
+    code = predict_from_modelfolder_entry(["-m", str(copy), "-i", str(raw / "imagesTs"), "-l", str(raw / "labelsTs"),
+                                           "-o", str(tmp_path / "none"), "--explain", "-device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and "shap_background.npz is missing" in err and "--val" in err
+    assert not list((tmp_path / "none").glob("*.json"))
+
+
 def test_glmil_evaluate_held_out_and_cross_validation(trained, ensemble, tmp_path, capsys):
     from sklearn.metrics import roc_auc_score
     from sksurv.metrics import concordance_index_censored
@@ -404,12 +444,20 @@ def test_glmil_evaluate_held_out_and_cross_validation(trained, ensemble, tmp_pat
     assert "local_failure" in printed.out and "Harrell's C" in printed.out
     report = (tmp_path / "ev" / "report.html").read_text()
     assert metrics["report"] == str(tmp_path / "ev" / "report.html") and "local_failure" in report
+    assert metrics["shap"] == {}  # predicted without --explain
+    assert "no SHAP values: predict with glmil_predict --explain" in report
 
     code = evaluate_entry(["-d", "1", "-tr", "PredictionTestTrainer", "--cv", "-o", str(tmp_path / "cv"),
                            "--n_bootstrap", "20", "--no_progress"])
     assert code == 0, capsys.readouterr().err
     cv = json.loads((tmp_path / "cv" / "metrics.json").read_text())
     assert cv["group_column"] == "fold" and set(cv["endpoints"]["os"]["cohorts"]) == {"all", "0", "1"}
+    # the clinical model is fitted per fold on that fold's training cases
+    assert cv["baselines"]["clinical model"] == "evaluated", cv["baselines"]
+    assert "clinical model" in cv["endpoints"]["os"]["cohorts"]["all"]["scores"]
+    # SHAP from the folds' final validation: every out-of-fold case
+    assert cv["shap"]["os"]["n_cases"] == cv["cohort_table"][0]["n"]
+    assert "SHAP summary" in (tmp_path / "cv" / "report.html").read_text()
     assert evaluate_entry(["-d", "1", "-o", str(tmp_path / "x")]) == 2  # neither -i nor --cv
 
 

@@ -238,8 +238,23 @@ def build_metrics(seed: int = 0) -> dict[str, Any]:
                  "p_value": 0.063},
             ]},
         },
+        "shap": {name: _shap_entry(name, seed) for seed, name in enumerate((BINARY, SURVIVAL))},
     }
     return _json_safe(metrics)
+
+
+def _shap_entry(endpoint: str, seed: int) -> dict[str, Any]:
+    """``metrics["shap"][endpoint]`` as glmil_evaluate writes it (shap_summary.py), 40 cases."""
+    rng = np.random.default_rng(seed)
+    names = ["age", "KPS", "histology", "lesion count", "total lesion volume (mL)", "image: global branch",
+             "image: lesion branch"]
+    values = rng.normal(0, [0.2, 0.5, 0.3, 0.4, 0.6, 0.3, 0.5], size=(40, len(names)))
+    shown = [[float(rng.normal(62, 9)), float(rng.choice([70, 80, 90])), None, int(rng.integers(1, 9)),
+              float(rng.gamma(2, 1.5)), None, None] for _ in range(40)]
+    return {"n_cases": 40, "cases": [f"case{i}" for i in range(40)], "base_value": -0.4,
+            "output": "logit" if endpoint == BINARY else "standardised log-risk", "feature_names": names,
+            "values": values.tolist(), "feature_values": shown,
+            "mean_abs": dict(zip(names, np.abs(values).mean(axis=0).tolist()))}
 
 
 @pytest.fixture(scope="module")
@@ -341,7 +356,7 @@ def test_write_report(metrics, tmp_path):
     assert not re.search(r"https?://", text)
     assert "<link" not in text and "@import" not in text and "url(" not in text
     sources = re.findall(r'src="([^"]*)"', text)
-    assert len(sources) == 6  # ROC, calibration, DCA, KM, 2 forest plots
+    assert len(sources) == 8  # ROC, calibration, DCA, KM, 2 forest plots, 2 SHAP summaries
     assert all(s.startswith("data:image/png;base64,") for s in sources)
     # escaping of user strings
     assert "<script" not in text
@@ -358,7 +373,7 @@ def test_write_report(metrics, tmp_path):
     assert "Harrell" in text and "Uno" in text and "AUC(t = 24)" in text
     assert "Calibration slope" in text and "Integrated Brier score: 0.164" in text
     assert "Missing clinical values" in text and "2000 resamples, seed 0" in text
-    assert "not available" not in text
+    assert "not available" not in text and "SHAP summary (40 cases)" in text
 
 
 def test_report_with_missing_pieces(tmp_path):

@@ -115,6 +115,32 @@ def test_outputs_of_a_fold(env):
     assert torch.is_tensor(checkpoint["network"]["clinical_encoder.mean"])  # fold statistics travel with the weights
 
 
+def test_final_validation_explains_the_validation_cases_with_shap(env):
+    """explanations.json holds every validation case; each case's SHAP values add up to the logit
+    that the fold predicted; on a cohort whose label is the lesion volume, the lesion evidence
+    (volume, count, the image branches) outweighs the clinical variables."""
+    from glmil_auto.inference.shap_explanations import ExplanationInputs
+
+    folder = fold_folder(env, "LearningTrainer") / "validation"
+    explanations = json.loads((folder / "explanations.json").read_text())
+    background = ExplanationInputs.load(folder / "shap_background.npz")
+    predictions = pd.read_csv(folder / "predictions.csv", dtype={"case_id": str}).set_index("case_id")
+    assert sorted(explanations) == sorted(predictions.index) == sorted(background.case_ids)
+    lesion_evidence = {"lesion count", "total lesion volume (mL)", "image: global branch", "image: lesion branch"}
+    importance = {}
+    for case, block in explanations.items():
+        entry = block["local_failure"]
+        p = predictions.loc[case, "local_failure"]
+        assert entry["output_value"] == pytest.approx(np.log(p / (1 - p)), abs=1e-3)
+        assert entry["base_value"] + sum(c["shap"] for c in entry["contributions"]) == pytest.approx(
+            entry["output_value"], abs=1e-4)
+        for item in entry["contributions"]:
+            importance[item["feature"]] = importance.get(item["feature"], 0.0) + abs(item["shap"]) / len(explanations)
+    lesion = sum(v for k, v in importance.items() if k in lesion_evidence)
+    clinical = sum(v for k, v in importance.items() if k not in lesion_evidence)
+    assert lesion > clinical, importance
+
+
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(env):
     run_training(1, 1, "DeterministicTrainer")
     with pytest.raises(KeyboardInterrupt):

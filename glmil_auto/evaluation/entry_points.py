@@ -1,95 +1,58 @@
-"""``glmil_evaluate_predictions -d DATASET -i PREDICTIONS_CSV [-s Ts|Tr] [--n_bootstrap N] [--seed S] [-o OUT_JSON]``."""
+"""``glmil_evaluate_predictions``: the old name of ``glmil_evaluate`` (kept as an alias).
+
+    glmil_evaluate_predictions -d DATASET -i PREDICTIONS_CSV [-s Ts|Tr] [-o OUT_FOLDER] [...]
+
+It runs :func:`glmil_auto.evaluation.evaluate_command.evaluate_entry` with the same arguments;
+the old ``-s Tr`` (evaluate against ``clinicalTr.csv``) becomes ``-c <raw dataset>/clinicalTr.csv``.
+What used to be its whole output (AUC / Harrell's C with bootstrap CIs and, for the synthetic
+cohort, the truth ceiling) is part of ``glmil_evaluate``'s ``metrics.json``; ``-o`` is now the
+output folder (default: ``evaluation/`` beside the predictions).
+"""
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 
-from glmil_auto.dataset import layout
+from glmil_auto.evaluation.evaluate_command import evaluate_entry
 
 PROG = "glmil_evaluate_predictions"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=PROG,
-        description="Evaluate a predictions.csv against the outcomes in the raw dataset's clinical table: "
-        "AUC per binary endpoint, Harrell's C per survival endpoint, 95 % bootstrap CIs and, for the "
-        "synthetic cohort, the truth ceiling.",
-    )
-    p.add_argument("-d", "--dataset", required=True, help="dataset id (1) or name (Dataset001_SynthBrainMets)")
-    p.add_argument("-i", "--input", required=True, type=Path, help="the predictions.csv to evaluate")
-    p.add_argument("-s", "--split", choices=layout.SPLITS, default=layout.TEST,
-                   help="clinical table holding the outcomes: clinicalTs.csv or clinicalTr.csv (default: %(default)s)")
-    p.add_argument("--n_bootstrap", type=int, default=1000, help="bootstrap resamples for the CI (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: %(default)s)")
-    p.add_argument("-o", "--output", type=Path, default=None,
-                   help="JSON to write (default: evaluation.json next to the predictions)")
-    return p
+def legacy_arguments(argv: list[str]) -> list[str]:
+    """``argv`` with ``-s/--split Ts|Tr`` replaced by ``-c`` pointing at that clinical table."""
+    out, i = [], 0
+    split = None
+    while i < len(argv):
+        if argv[i] in ("-s", "--split") and i + 1 < len(argv):
+            split = argv[i + 1]
+            i += 2
+            continue
+        if argv[i].startswith("--split="):
+            split = argv[i].split("=", 1)[1]
+            i += 1
+            continue
+        out.append(argv[i])
+        i += 1
+    if split is None:
+        return out
+    if split not in ("Ts", "Tr"):
+        raise SystemExit(f"{PROG}: error: -s must be Ts or Tr, got {split!r}")
+    dataset = next((out[j + 1] for j, a in enumerate(out[:-1]) if a in ("-d", "--dataset")), None)
+    if dataset is None:
+        return out  # argparse says what is missing
+    from glmil_auto.dataset import layout
+    from glmil_auto.paths import raw_dataset_folder
 
-
-def _fail(message: str) -> int:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    return 2
+    try:
+        folder = raw_dataset_folder(dataset)
+    except Exception as exc:  # noqa: BLE001 - one line, as glmil_evaluate reports it
+        raise SystemExit(f"{PROG}: error: {exc}") from None
+    return [*out, "-c", str(layout.clinical_file(folder, split))]
 
 
 def evaluate_predictions_entry(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.n_bootstrap < 0:
-        return _fail("--n_bootstrap must be >= 0")
-
-    from glmil_auto.dataset.clinical_table import read_clinical_table
-    from glmil_auto.dataset.problems import DatasetError
-    from glmil_auto.dataset.raw_dataset import RawDataset
-    from glmil_auto.evaluation.prediction_metrics import (
-        PredictionEvaluationError,
-        evaluate_predictions,
-        format_result,
-        read_predictions,
-        result_to_json,
-        truth_for_dataset,
-    )
-    from glmil_auto.paths import DatasetNotFoundError
-    from glmil_auto.utilities.atomic_files import write_json_atomic
-
-    try:
-        dataset = RawDataset.from_identifier(args.dataset)
-    except (DatasetNotFoundError, DatasetError) as exc:
-        return _fail(str(exc))
-    clinical = layout.clinical_file(dataset.folder, args.split)
-    try:
-        # outcomes only: the table is not checked against the images (evaluation needs none)
-        table = read_clinical_table(clinical, dataset.spec, expected_cases=None, require_endpoints=False)
-    except DatasetError as exc:
-        return _fail(f"{clinical}: {exc}")
-    try:
-        predictions = read_predictions(args.input)
-        truth_file, truth = truth_for_dataset(dataset.folder)
-        result = evaluate_predictions(predictions, table, dataset.spec, truth=truth,
-                                      n_bootstrap=args.n_bootstrap, seed=args.seed)
-    except PredictionEvaluationError as exc:
-        message = str(exc)
-        return _fail(message if str(args.input) in message else f"{args.input}: {message}")
-    except (ValueError, FileNotFoundError) as exc:  # an unreadable truth file
-        return _fail(str(exc))
-
-    output = args.output if args.output is not None else args.input.parent / "evaluation.json"
-    document = {
-        "dataset": dataset.name,
-        "split": args.split,
-        "predictions": str(args.input.resolve()),
-        "clinical_table": str(clinical.resolve()),
-        "truth_file": None if truth_file is None else str(truth_file.resolve()),
-        **result_to_json(result),
-    }
-    write_json_atomic(output, document)
-    print(f"{dataset.name} {args.split}: {args.input}")
-    print(format_result(result))
-    if truth is None:
-        print("(no truth file: the truth ceiling exists only for the synthetic cohort)")
-    print(f"wrote {output}")
-    return 0
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return evaluate_entry(legacy_arguments(argv))
 
 
 if __name__ == "__main__":

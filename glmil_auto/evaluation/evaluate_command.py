@@ -1,11 +1,13 @@
 """``glmil_evaluate``: the results section of a clinical paper from the predictions.
 
-    glmil_evaluate -d DATASET -i OUT_OF_glmil_predict/predictions.csv [-c clinical.csv] -o OUT
+    glmil_evaluate -d DATASET -i OUT_OF_glmil_predict/predictions.csv [-c clinical.csv] [-o OUT]
                    [--baseline NAME=scores.csv ...] [--by GROUP_COLUMN] [--horizons 12 24]
     glmil_evaluate -d DATASET -tr TRAINER [-p PLANS] --cv -o OUT      (the folds' out-of-fold predictions)
 
 Writes ``OUT/metrics.json`` (every number, documentation/evaluation.md), ``OUT/report.html``
-(self-contained, plots embedded) and prints a summary. Exit status 0 when written, 2 when the
+(self-contained, plots embedded) and prints a summary; ``OUT`` defaults to ``evaluation/`` beside
+the predictions. ``glmil_evaluate_predictions`` is the same command under its old name
+(:mod:`glmil_auto.evaluation.entry_points`). Exit status 0 when written, 2 when the
 inputs cannot be evaluated (the message says why).
 """
 
@@ -29,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-i", "--input", type=Path, default=None, help="predictions.csv written by glmil_predict")
     p.add_argument("-c", "--clinical", type=Path, default=None,
                    help="clinical table with the outcomes (default: the raw dataset's clinicalTs.csv)")
-    p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    p.add_argument("-o", "--output", type=Path, default=None,
+                   help="output folder (default: evaluation/ beside -i; required with --cv)")
     p.add_argument("--cv", action="store_true", help="evaluate the folds' out-of-fold predictions instead of -i")
     p.add_argument("-tr", "--trainer", default="GLMILTrainer", help="with --cv: trainer (default: %(default)s)")
     p.add_argument("-p", "--plans", default="plans", help="with --cv: plans identifier (default: %(default)s)")
@@ -59,6 +62,12 @@ def evaluate_entry(argv: list[str] | None = None) -> int:
 
     if args.cv == (args.input is not None):
         return _fail("give either -i predictions.csv (a held-out cohort) or --cv (out-of-fold predictions)")
+    if args.output is None:
+        if args.cv:
+            return _fail("--cv needs -o OUTPUT_FOLDER")
+        args.output = args.input.parent / "evaluation"
+    if args.n_bootstrap < 0:
+        return _fail("--n_bootstrap must be >= 0")
     try:
         metrics = run_evaluation(args, [PROG, *argv])
     except (DatasetNotFoundError, DatasetError, PredictionEvaluationError, FileNotFoundError) as exc:
@@ -92,7 +101,11 @@ def run_evaluation(args: argparse.Namespace, command: list[str]) -> dict[str, An
         table, clinical_path = train_table, layout.clinical_file(dataset.folder, "Tr")
         groups = predictions["fold"] if args.by is None else None
         baselines = inputs.read_baseline_arguments(args.baseline, spec)
-        baselines_info[inputs.CLINICAL_MODEL] = "not fitted with --cv (it would need a fit per fold)"
+        try:  # fitted per fold on the fold's training cases, scored on its validation cases
+            baselines[inputs.CLINICAL_MODEL] = inputs.cross_validation_clinical_baseline(spec, dataset, model_folder,
+                                                                                        train_table)
+        except (OSError, ValueError, KeyError) as exc:
+            baselines_info[inputs.CLINICAL_MODEL] = f"skipped: {exc}"
     else:
         predictions = inputs.indexed_scores(read_predictions(args.input), spec, str(args.input))
         clinical_path = args.clinical or layout.clinical_file(dataset.folder, "Ts")
@@ -111,6 +124,9 @@ def run_evaluation(args: argparse.Namespace, command: list[str]) -> dict[str, An
     evaluated = table.index[table.index.isin(predictions.index)]
     if len(evaluated) == 0:
         raise PredictionEvaluationError(f"no case of {clinical_path} has a prediction")
+    truth = inputs.truth_baseline(dataset.folder, spec, list(evaluated))
+    if truth is not None:  # the synthetic cohort's true risks: what a perfect model would score
+        baselines[inputs.TRUTH_CEILING] = truth
     train_survival = {name: (train_table[e.time].to_numpy(dtype=float), train_table[e.event].to_numpy(dtype=float))
                       for name, e in spec.endpoints.items() if e.type == "survival"}
     cutoffs = (inputs.binary_cutoffs(inputs.oof_tables(model_folder), [n for n, e in spec.endpoints.items()
@@ -130,7 +146,8 @@ def run_evaluation(args: argparse.Namespace, command: list[str]) -> dict[str, An
                "model_folder": None if model_folder is None else str(Path(model_folder).resolve()),
                "group_column": by if by is not None else ("fold" if args.cv else None),
                "horizons": list(args.horizons), "n_bootstrap": args.n_bootstrap, "seed": args.seed,
-               "baselines": {**{name: "evaluated" for name in baselines}, **baselines_info}, **body}
+               "baselines": {**{name: "evaluated" for name in baselines}, **baselines_info}, **body,
+               "shap": _shap(args, model_folder, list(evaluated), list(spec.endpoints))}
     args.output.mkdir(parents=True, exist_ok=True)
     metrics["report"] = _write_report(metrics, args.output / "report.html")
     write_json_atomic(args.output / "metrics.json", metrics)
@@ -177,6 +194,23 @@ def _automatic_baselines(spec, dataset, train_table, table, predictions, predict
     return out
 
 
+def _shap(args: argparse.Namespace, model_folder: Path | None, cases: list[str], endpoints: list[str]
+          ) -> dict[str, Any]:
+    """The evaluated cases' SHAP values (``shap_summary``): {} when none were written."""
+    from glmil_auto.evaluation.shap_summary import (
+        cross_validation_explanations,
+        explanations_beside_predictions,
+        shap_summary,
+    )
+
+    if args.cv:
+        explanations = cross_validation_explanations(model_folder) if model_folder is not None else {}
+    else:
+        explanations = explanations_beside_predictions(args.input.parent, cases)
+    wanted = set(cases)
+    return shap_summary({c: e for c, e in explanations.items() if c in wanted}, endpoints)
+
+
 def _write_report(metrics: dict[str, Any], path: Path) -> str | None:
     try:
         from glmil_auto.evaluation.report_html import write_report
@@ -192,7 +226,7 @@ def _fmt(value: Any) -> str:
 def format_summary(metrics: dict[str, Any]) -> str:
     """One line per endpoint and score of the whole cohort: metric [CI] and the test against the model."""
     lines = [f"{metrics['dataset']} ({metrics['mode']})",
-             f"{'endpoint':<24} {'score':<22} {'metric':<12} {'value [95 % CI]':<24} p vs model"]
+             f"{'endpoint':<24} {'score':<27} {'metric':<12} {'value [95 % CI]':<24} p vs model"]
     for name, endpoint in metrics["endpoints"].items():
         entry = endpoint["cohorts"]["all"]
         tests = {c["baseline"]: c.get("p_value") for c in entry["comparisons"]}
@@ -202,7 +236,7 @@ def format_summary(metrics: dict[str, Any]) -> str:
             point = result.get("auc", result.get("c_index"))
             ci = f"{_fmt(point)} [{_fmt(result.get('ci_low'))}, {_fmt(result.get('ci_high'))}]"
             p = "" if score == "model" else _fmt(tests.get(score))
-            lines.append(f"{name:<24} {score:<22} {label:<12} {ci:<24} {p}")
+            lines.append(f"{name:<24} {score:<27} {label:<12} {ci:<24} {p}")
     return "\n".join(lines)
 
 

@@ -22,15 +22,29 @@ import numpy as np
 import pandas as pd
 
 from glmil_auto.dataset.dataset_json import DatasetSpec
-from glmil_auto.evaluation.prediction_metrics import PredictionEvaluationError, indexed_predictions, read_predictions
+from glmil_auto.evaluation.prediction_metrics import (
+    PredictionEvaluationError,
+    indexed_predictions,
+    numeric_column,
+    predicted_endpoints,
+    prediction_column,
+    read_predictions,
+)
 
 CLINICAL_MODEL = "clinical model"
+TRUTH_CEILING = "truth (synthetic ceiling)"
 
 
 def indexed_scores(frame: pd.DataFrame, spec: DatasetSpec, source: str) -> pd.DataFrame:
-    """A predictions or baseline table indexed by case id (``case_id`` or the dataset's case column)."""
+    """A predictions or baseline table indexed by case id (``case_id`` or the dataset's case
+    column), its score columns as numbers (NaN = no prediction); an error naming ``source`` for a
+    missing case column, duplicated ids, no score column or a cell that is not a number."""
     try:
-        return indexed_predictions(frame, spec)
+        indexed = indexed_predictions(frame, spec)
+        for name in predicted_endpoints(indexed, spec):
+            column = prediction_column(spec, name)
+            indexed[column] = numeric_column(indexed[column], column)
+        return indexed
     except PredictionEvaluationError as exc:
         raise PredictionEvaluationError(f"{source}: {exc}") from None
 
@@ -138,6 +152,53 @@ def clinical_model_baseline(spec: DatasetSpec, plans: dict[str, Any], train_tabl
     for endpoint in endpoints:
         column = endpoint["name"] if endpoint["type"] == "binary" else f"{endpoint['name']}_risk"
         frame[column] = scores[endpoint["name"]]
+    return frame
+
+
+def cross_validation_clinical_baseline(spec: DatasetSpec, dataset: Any, model_folder: Path,
+                                       train_table: pd.DataFrame) -> pd.DataFrame:
+    """The clinical model in cross-validation: per fold of ``splits_final.json``, fitted on the fold's
+    training cases and scored on its validation cases, for the folds that have out-of-fold
+    predictions. Survival linear predictors are standardised per fold, as the model's risks are."""
+    from glmil_auto.paths import preprocessed_folder
+    from glmil_auto.preprocessing.storage import load_properties
+    from glmil_auto.training.splits import SPLITS_FILE
+
+    plans = json.loads((Path(model_folder) / "plans.json").read_text(encoding="utf-8"))
+    folder = preprocessed_folder() / dataset.name
+    splits = json.loads((folder / SPLITS_FILE).read_text(encoding="utf-8"))
+    properties_folder = folder / plans["plans_name"] / "Tr"
+    table = train_table.set_axis(pd.Index(train_table.index.astype(str)), axis=0)
+    frames = []
+    for fold in oof_tables(model_folder):
+        split = splits[int(fold)]
+        train, val = [c for c in split["train"] if c in table.index], [c for c in split["val"] if c in table.index]
+        frame = clinical_model_baseline(spec, plans, table.loc[train], [load_properties(properties_folder, c)
+                                                                        for c in train],
+                                        table.loc[val], [load_properties(properties_folder, c) for c in val])
+        for column in [c for c in frame.columns if c.endswith("_risk")]:
+            values = frame[column].to_numpy(dtype=float)
+            frame[column] = (values - np.nanmean(values)) / max(float(np.nanstd(values)), 1e-12)
+        frames.append(frame)
+    if not frames:
+        raise ValueError(f"no fold of {model_folder} has out-of-fold predictions")
+    return pd.concat(frames)
+
+
+def truth_baseline(dataset_folder: Path, spec: DatasetSpec, cases: Sequence[str]) -> pd.DataFrame | None:
+    """The synthetic cohort's true probabilities and linear predictors as a score table (None for
+    a real dataset, which has no truth file, or when a case has no truth)."""
+    from glmil_auto.evaluation.prediction_metrics import truth_for_dataset, truth_scores
+
+    _, truth = truth_for_dataset(dataset_folder)
+    if truth is None:
+        return None
+    frame = pd.DataFrame(index=pd.Index([str(c) for c in cases], name="case_id"))
+    for name, endpoint in spec.endpoints.items():
+        scores = truth_scores(truth, spec, name, list(frame.index))
+        if not np.isfinite(scores).all():
+            return None
+        frame[name if endpoint.type == "binary" else f"{name}_risk"] = scores
     return frame
 
 

@@ -365,7 +365,15 @@ def _anchor(prefix: str, name: str, index: int) -> str:
     return f"{prefix}-{index}-" + (re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-") or "x")
 
 
-def _endpoint_view(index: int, name: str, entry: Any) -> dict[str, Any]:
+def _shap_figure(name: str, summary: Any) -> dict[str, Any]:
+    summary = _mapping(summary)
+    return _figure(f"SHAP summary ({format_count(summary.get('n_cases'))} cases)" if summary else "SHAP summary",
+                   lambda: report_plots.shap_summary_figure(summary, f"{name}: SHAP"),
+                   "no SHAP values: predict with glmil_predict --explain (with --cv: the folds' final validation "
+                   "writes them)")
+
+
+def _endpoint_view(index: int, name: str, entry: Any, shap_summary: Any = None) -> dict[str, Any]:
     entry = _mapping(entry)
     kind = str(entry.get("type") or "")
     view: dict[str, Any] = {"name": name, "type": kind, "anchor": _anchor("endpoint", name, index),
@@ -399,6 +407,7 @@ def _endpoint_view(index: int, name: str, entry: Any) -> dict[str, Any]:
         view["figure_cohort"] = str(main)
         main_entry = cohorts[main]
         view["figures"] = _binary_figures(name, main_entry) if binary else _survival_figures(name, main_entry)
+        view["figures"].append(_shap_figure(name, shap_summary))
         view["risk_table"] = _binary_risk_groups(main_entry) if binary else _survival_risk_groups(main_entry)
     return view
 
@@ -476,7 +485,8 @@ def _view(metrics: Mapping[str, Any]) -> dict[str, Any]:
                                         for row in _rows(metrics.get("cohort_table"))
                                         if isinstance(row, Mapping) and isinstance(row.get("missing_clinical"), Mapping)
                                         and row["missing_clinical"]]),
-        "endpoints": [_endpoint_view(i, str(name), entry) for i, (name, entry) in enumerate(endpoints.items())],
+        "endpoints": [_endpoint_view(i, str(name), entry, _mapping(metrics.get("shap")).get(name))
+                      for i, (name, entry) in enumerate(endpoints.items())],
         "multivariable": [
             _multivariable_view(i, str(name), model, _mapping(endpoints.get(name)).get("type"))
             for i, (name, model) in enumerate(multivariable.items()) if model

@@ -10,6 +10,8 @@ and returns the PNG bytes, or ``None`` when there is nothing to draw, so that th
     decision_curve_figure(dca, title)                            net benefit vs threshold
     kaplan_meier_figure(km, title, logrank_p, hazard_ratios)     KM curves + number-at-risk table
     forest_figure(table_rows, title, ratio_name)                 odds / hazard ratios on a log axis
+    shap_summary_figure(summary, title)                          SHAP beeswarm (``shap.plots``; it
+                                                                 uses pyplot, whose figures are closed)
 
 Scores keep the order of the dict they come in, and the i-th score gets the i-th colour of
 :data:`PALETTE` in every figure, so the model and each baseline look the same throughout.
@@ -35,6 +37,7 @@ __all__ = [
     "decision_curve_figure",
     "kaplan_meier_figure",
     "forest_figure",
+    "shap_summary_figure",
 ]
 
 #: Colours by position of the score / group (colour-blind friendly "tab10" order).
@@ -439,4 +442,41 @@ def forest_figure(table_rows: Sequence[Mapping[str, Any]] | None, title: str,
                            for row, r, lo, hi in zip(rows, ratio, low, high)],
                           fontsize=_TICK_SIZE, family="monospace")
     right.tick_params(axis="y", length=0)
+    return _png(figure)
+
+
+def shap_summary_figure(summary: Mapping[str, Any] | None, title: str) -> bytes | None:
+    """SHAP summary (beeswarm) plot of one endpoint, drawn by ``shap.plots.beeswarm``: one row per
+    feature (largest mean |SHAP| at the top), one dot per case at its SHAP value, coloured by the
+    feature's value (grey: categories, missing values and the image branches, which have none).
+
+    ``summary`` is an entry of ``metrics["shap"]`` (``glmil_auto.evaluation.shap_summary``).
+    """
+    if not summary or not summary.get("values"):
+        return None
+    import warnings
+
+    import shap
+    from matplotlib import pyplot
+    names = [str(n) for n in summary["feature_names"]]
+    values = np.asarray([[as_number(v) for v in row] for row in summary["values"]], dtype=float)
+    data = np.asarray([[as_number(v) for v in row] for row in summary["feature_values"]], dtype=float)
+    if values.size == 0 or not np.isfinite(values).any():
+        return None
+    explanation = shap.Explanation(values=np.nan_to_num(values), base_values=float(summary.get("base_value") or 0.0),
+                                   data=data, feature_names=names)
+    figure = _new_figure(8.5, 1.6 + 0.42 * len(names))
+    axes = figure.add_subplot(1, 1, 1)
+    open_before = set(pyplot.get_fignums())
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="All-NaN slice", category=RuntimeWarning)  # all-grey rows
+            shap.plots.beeswarm(explanation, max_display=len(names), ax=axes, show=False, plot_size=None,
+                                color_bar_label="feature value (grey: none)")
+    finally:  # shap may open pyplot figures of its own; they must not pile up in a long run
+        for number in set(pyplot.get_fignums()) - open_before:
+            pyplot.close(number)
+    output = str(summary.get("output") or "output")
+    axes.set_xlabel(f"SHAP value (impact on the {output})", fontsize=_LABEL_SIZE)
+    axes.set_title(title, fontsize=_TITLE_SIZE)
     return _png(figure)

@@ -27,6 +27,9 @@ def _common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--disable_tta", action="store_true", help="no mirror test-time augmentation (faster)")
     parser.add_argument("--save_gradcam", action="store_true",
                         help="write {case}_{endpoint}_gradcam maps of the global encoder in the input's geometry")
+    parser.add_argument("--explain", action="store_true",
+                        help="write each case's SHAP contributions (clinical variables, lesion count and volume, "
+                             "image branches) per endpoint into <case>.json")
     parser.add_argument("-npp", "--num_processes_preprocessing", type=int, default=0,
                         help="worker processes reading and preprocessing cases (default: 0, in-process)")
     parser.add_argument("--horizons", nargs="+", type=float, default=[12.0, 24.0],
@@ -49,7 +52,7 @@ def _run(args: argparse.Namespace, model_folder: str, masks: str, argv: list[str
         frame, failures = predictor.predict_from_files(
             args.images, masks, args.output, args.clinical, save_gradcam=args.save_gradcam,
             continue_prediction=args.continue_prediction, num_processes=args.num_processes_preprocessing,
-            progress=not args.no_progress, command_line=argv)
+            progress=not args.no_progress, command_line=argv, explain=args.explain)
     except (ModelFolderError, FileNotFoundError, DatasetError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -20,7 +20,7 @@ from glmil_auto.dataset.safe_names import unsafe_reason
 from glmil_auto.experiment_planning.plans_io import DEFAULT_PLANS_NAME
 from glmil_auto.paths import preprocessed_folder, resolve_dataset_name, results_folder
 from glmil_auto.training.checkpointing import load_checkpoint
-from glmil_auto.training.validation_files import checkpoint_suffix, validation_file_names
+from glmil_auto.training.validation_files import checkpoint_suffix, explanation_file_names, validation_file_names
 
 DEFAULT_CHECKPOINT = "checkpoint_final.pt"
 
@@ -43,6 +43,14 @@ class ModelFolder:
     def validation_predictions(self, fold: str) -> Path:
         """The out-of-fold predictions of *this* checkpoint (``validation_files``)."""
         return self.path / f"fold_{fold}" / "validation" / validation_file_names(self.checkpoint_name)[0]
+
+    def shap_background(self, fold: str) -> Path:
+        """The fusion inputs of *this* checkpoint's validation cases, SHAP's background."""
+        return self.path / f"fold_{fold}" / "validation" / explanation_file_names(self.checkpoint_name)[0]
+
+    def validation_explanations(self, fold: str) -> Path:
+        """The SHAP explanations of *this* checkpoint's validation cases."""
+        return self.path / f"fold_{fold}" / "validation" / explanation_file_names(self.checkpoint_name)[1]
 
     def risk_groups_file(self) -> Path:
         """Where the risk scales learnt from this checkpoint's out-of-fold predictions are recorded."""

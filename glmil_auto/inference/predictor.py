@@ -19,6 +19,9 @@ Outputs of :meth:`GLMILPredictor.predict_from_files` in ``OUT``:
 - ``<case>.json``: the same numbers, each fold's, the lesion table (world centroid in mm,
   volume, attention weight and leave-one-out contribution per endpoint), the expert gate weights,
   and the warnings about the case's inputs;
+- with ``explain``, an ``explanation`` block in ``<case>.json``: per endpoint, the SHAP
+  contribution of every clinical variable, the lesion count and volume and the two image branches,
+  largest first (:mod:`~glmil_auto.inference.shap_explanations`);
 - ``<case>_<endpoint>_gradcam.nii.gz`` with ``save_gradcam``: the global encoder's Grad-CAM in the
   input image's geometry;
 - ``plans.json``, ``prediction_settings.json`` (command line, model folder, folds, checkpoint,
@@ -54,6 +57,13 @@ from glmil_auto.inference.clinical_inputs import ClinicalInputs
 from glmil_auto.inference.model_folder import DEFAULT_CHECKPOINT, ModelFolderError, open_model_folder
 from glmil_auto.inference.recalibration import apply_recalibration, fit_recalibration_maps, identity_maps
 from glmil_auto.inference.risk_groups import assign_risk_groups, fit_risk_scales, read_oof_tables
+from glmil_auto.inference.shap_explanations import (
+    ExplanationInputs,
+    case_explanation,
+    display_values,
+    explanation_inputs,
+    shap_values,
+)
 from glmil_auto.inference.test_time_augmentation import (
     concatenate_batches,
     leave_one_out_batches,
@@ -98,13 +108,17 @@ class CasePrediction:
     warnings: list[str] = field(default_factory=list)
     gradcam: dict[str, np.ndarray] = field(default_factory=dict)  # endpoint -> map in the input's geometry
     properties: dict[str, Any] = field(default_factory=dict)
+    explanation: dict[str, Any] | None = None  # SHAP per endpoint (explain=True)
 
     def to_json(self) -> dict[str, Any]:
         props = self.properties
-        return {"case_id": self.case_id, "predictions": {k: v for k, v in self.row.items() if k != "case_id"},
-                "per_fold": self.per_fold, "lesions": self.lesions, "gate_weights": self.gate_weights,
-                "n_lesions": props.get("n_lesions"), "n_instances": props.get("n_instances"),
-                "dropped_lesion_labels": props.get("dropped_lesion_labels", []), "warnings": self.warnings}
+        content = {"case_id": self.case_id, "predictions": {k: v for k, v in self.row.items() if k != "case_id"},
+                   "per_fold": self.per_fold, "lesions": self.lesions, "gate_weights": self.gate_weights,
+                   "n_lesions": props.get("n_lesions"), "n_instances": props.get("n_instances"),
+                   "dropped_lesion_labels": props.get("dropped_lesion_labels", []), "warnings": self.warnings}
+        if self.explanation is not None:
+            content["explanation"] = self.explanation
+        return content
 
 
 def preprocess_files(images_folder: str, masks_folder: str, case: str, spec: DatasetSpec,
@@ -148,6 +162,7 @@ class GLMILPredictor:
             raise ValueError(f"survival horizons must be positive numbers, got {list(horizons)}")
         self.survival_models = self._survival_models()
         self.checkpoint_sha256 = {fold: file_sha256(self.model.checkpoint(fold)) for fold in self.model.folds}
+        self._backgrounds: dict[str, ExplanationInputs] | None = None
 
     # ------------------------------------------------------------------ setup
     def _load_network(self, fold: str) -> GLMILMoE:
@@ -219,7 +234,43 @@ class GLMILPredictor:
         self._store_with_model(self.model.survival_model_file(), models)
         return models
 
-    def produced_by(self, clinical_file: str | Path | None) -> dict[str, Any]:
+    def shap_backgrounds(self) -> dict[str, ExplanationInputs]:
+        """Each fold's SHAP background (its validation cases' fusion inputs), read once."""
+        if self._backgrounds is None:
+            missing = [fold for fold in self.model.folds if not self.model.shap_background(fold).is_file()]
+            if missing:
+                best = "" if self.model.checkpoint_name == "checkpoint_final.pt" else " --val_best"
+                raise ModelFolderError(
+                    f"{self.model.shap_background(missing[0])} is missing: --explain needs the SHAP background that "
+                    f"the final validation of {self.model.checkpoint_name} writes for fold(s) {missing}; write it with "
+                    f"'glmil_train DATASET FOLD --val{best}'")
+            self._backgrounds = {fold: ExplanationInputs.load(self.model.shap_background(fold))
+                                 for fold in self.model.folds}
+        return self._backgrounds
+
+    def explain(self, batch: dict[str, np.ndarray], case_id: str) -> dict[str, Any]:
+        """SHAP of one case (the un-mirrored batch), averaged over the folds: logits for binary
+        endpoints, standardised log-risks (as ensembled) for survival endpoints."""
+        tensors = {key: torch.as_tensor(value).to(self.device) for key, value in batch.items()}
+        features = self.plans["clinical"]["features"]
+        values = base = inputs = names = None
+        for fold, network in self.networks.items():
+            with torch.no_grad(), autocast(self.device):
+                inputs = explanation_inputs(network, tensors, [case_id])
+            result = shap_values(network, inputs, self.shap_backgrounds()[fold], features)
+            fold_values, fold_base = result.values[0].copy(), result.base_values[0].copy()
+            for k, endpoint in enumerate(self.endpoints):
+                if endpoint["type"] == "survival":
+                    scale = self.risk_scales[endpoint["name"]]["folds"][fold]
+                    fold_values[:, k] /= scale["std"]
+                    fold_base[k] = (fold_base[k] - scale["mean"]) / scale["std"]
+            values = fold_values / len(self.networks) + (0 if values is None else values)
+            base = fold_base / len(self.networks) + (0 if base is None else base)
+            names = result.feature_names
+        shown = display_values(inputs, features, names)[0]
+        return case_explanation(values, base, names, shown, self.endpoints)
+
+    def produced_by(self, clinical_file: str | Path | None, explain: bool = False) -> dict[str, Any]:
         """What a case's numbers depend on besides its own images: the model folder, each fold's
         checkpoint file (sha256), the folds, test-time mirroring, the risk scales and the clinical
         table (sha256). ``fingerprint`` hashes the rest; ``continue_prediction`` reuses a case only
@@ -232,6 +283,7 @@ class GLMILPredictor:
             "recalibration_sha256": json_sha256(self.recalibration),
             "survival_horizons": self.horizons, "survival_models_sha256": json_sha256(self.survival_models),
             "clinical_sha256": None if clinical_file is None else file_sha256(clinical_file),
+            "explain": bool(explain),
         }
         record["fingerprint"] = json_sha256(record)[:32]
         return record
@@ -262,7 +314,8 @@ class GLMILPredictor:
                 "attention": cpu(output.attention), "gate_weights": cpu(output.gate_weights)}
 
     def predict_case(self, case: PreprocessedCase, clinical_values: np.ndarray, clinical_categories: np.ndarray,
-                     gradcam_endpoints: Sequence[str] = (), warnings: Sequence[str] = ()) -> CasePrediction:
+                     gradcam_endpoints: Sequence[str] = (), warnings: Sequence[str] = (),
+                     explain: bool = False) -> CasePrediction:
         """Ensemble prediction of one preprocessed case (see the module docstring)."""
         batch = self.case_batch(case, clinical_values, clinical_categories)
         variants = [mirror_case_batch(batch, v) for v in self.variants]
@@ -308,6 +361,8 @@ class GLMILPredictor:
                                     properties=case.properties)
         if gradcam_endpoints:
             prediction.gradcam = self.gradcam(case, batch, gradcam_endpoints)
+        if explain:
+            prediction.explanation = self.explain(batch, case.case_id)
         return prediction
 
     def _lesion_table(self, case: PreprocessedCase, attention: dict[str, np.ndarray],
@@ -347,7 +402,8 @@ class GLMILPredictor:
     def predict_from_files(self, images_folder: str | Path, masks_folder: str | Path, output_folder: str | Path,
                            clinical_file: str | Path | None = None, save_gradcam: bool = False,
                            continue_prediction: bool = False, num_processes: int = 0, progress: bool = True,
-                           command_line: Sequence[str] | None = None) -> tuple[pd.DataFrame, dict[str, str]]:
+                           command_line: Sequence[str] | None = None, explain: bool = False
+                           ) -> tuple[pd.DataFrame, dict[str, str]]:
         """Predict every case of ``images_folder``; returns the predictions table and the failed
         cases (case -> error). See the module docstring for what is written."""
         out = Path(output_folder)
@@ -359,10 +415,13 @@ class GLMILPredictor:
         if gradcam_endpoints and not all(network.use_global for network in self.networks.values()):
             logger.warning("no Grad-CAM maps: the model (%s) has no global branch", self.model.path)
             gradcam_endpoints = []
-        produced_by = self.produced_by(clinical_file)
+        if explain:
+            self.shap_backgrounds()  # a missing background stops here, before any case
+        produced_by = self.produced_by(clinical_file, explain)
         write_json_atomic(out / "plans.json", self.plans)
         write_json_atomic(out / "prediction_settings.json", {
             **self._settings(images_folder, masks_folder, clinical_file, save_gradcam, command_line),
+            "explain": explain,
             "produced_by": produced_by})
         fingerprint = produced_by["fingerprint"]
         todo = [c for c in cases if not (continue_prediction and self._is_done(out, c, gradcam_endpoints, fingerprint))]
@@ -379,7 +438,7 @@ class GLMILPredictor:
                 for message in clinical_warnings:
                     logger.warning("case %s: %s", case_id, message)
                 warnings = [*result.properties.get("warnings", []), *clinical_warnings]
-                prediction = self.predict_case(result, values, categories, gradcam_endpoints, warnings)
+                prediction = self.predict_case(result, values, categories, gradcam_endpoints, warnings, explain)
                 self._write_case(out, prediction, fingerprint)
             except Exception as exc:  # noqa: BLE001 - reported per case; the other cases go on
                 failures[case_id] = str(exc)

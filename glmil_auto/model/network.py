@@ -93,27 +93,63 @@ class GLMILMoE(nn.Module):
         volumetric = volumetric_design(batch["instance_mask"], batch["instance_descriptors"])
         return torch.cat([clinical_inputs, volumetric], dim=1)
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> GLMILOutput:
-        clinical = self.clinical_encoder(batch["clinical_values"], batch["clinical_categories"])
-        design = self.offset_design(batch)
-        b, k = clinical.shape[0], len(self.endpoints)
-        parts = []
-        if self.use_global:
-            parts.append(self.global_encoder(batch["global"]).float().unsqueeze(1).expand(b, k, -1))
-        attention = {}
+    def branch_summaries(self, batch: dict[str, torch.Tensor]
+                         ) -> tuple[torch.Tensor | None, torch.Tensor | None, dict[str, torch.Tensor]]:
+        """The image evidence entering the fusion: the global branch's embedding (B, D), the
+        lesion branch's per-endpoint pooled embedding (B, K, D) (None where a branch is absent)
+        and the attention weights per endpoint."""
+        global_summary = self.global_encoder(batch["global"]).float() if self.use_global else None
+        local_summary, attention = None, {}
         if self.use_local:
             mask = batch["instance_mask"].bool()
             instances = self.instance_encoder(batch["instances"], batch["instance_descriptors"], mask)
             pooled, weights = self.mil_pooling(instances, mask)  # (B, K, D), (B, K, N)
-            parts.append(pooled.float())
+            local_summary = pooled.float()
             attention = {e["name"]: weights[:, i] for i, e in enumerate(self.endpoints)}
+        return global_summary, local_summary, attention
+
+    def volumetric_inputs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, 2) log1p(lesion count), log1p(total lesion volume mL) of the bag (zeros without one)."""
+        return self.offset_design(batch)[:, -len(VOLUMETRIC_DESIGN_NAMES):]
+
+    def fuse(self, global_summary: torch.Tensor | None, local_summary: torch.Tensor | None,
+             clinical_values: torch.Tensor, clinical_categories: torch.Tensor, volumetric: torch.Tensor,
+             clinical: torch.Tensor | None = None
+             ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """Everything after the image branches: fusion, experts, heads and the linear offset.
+
+        Returns ``(logits, log_risks, gates (B, K, E) or None, load-balancing loss, fused input)``.
+        SHAP (``glmil_auto.inference.shap_explanations``) calls this with branch summaries and
+        clinical inputs swapped between cases, so it must depend on the batch only through them.
+        ``clinical``: the clinical encoder's output when the caller computed it already.
+        """
+        if clinical is None:
+            clinical = self.clinical_encoder(clinical_values, clinical_categories)
+        design = torch.cat([self.clinical_encoder.encode_inputs(clinical_values, clinical_categories),
+                            volumetric.float()], dim=1)
+        b, k = clinical.shape[0], len(self.endpoints)
+        parts = []
+        if self.use_global:
+            parts.append(global_summary.float().unsqueeze(1).expand(b, k, -1))
+        if self.use_local:
+            parts.append(local_summary.float())
         parts.append(clinical.float().unsqueeze(1).expand(b, k, -1))
-        parts.append(design[:, -len(VOLUMETRIC_DESIGN_NAMES):].unsqueeze(1).expand(b, k, -1))
+        parts.append(volumetric.float().unsqueeze(1).expand(b, k, -1))
         fused = torch.cat(parts, dim=-1)  # (B, K, fused_dim)
         if self.mode in ("concat", "clinical_only"):
             per_endpoint, gates, aux = self.fusion(fused), None, fused.new_zeros(())
         else:
             per_endpoint, gates, aux = self.experts(fused)
         logits, log_risks = self.heads(per_endpoint, self.offset(design))
+        return logits, log_risks, gates, aux, fused
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> GLMILOutput:
+        # the clinical encoder runs first, as it always has: its dropout draws come first in the
+        # random stream, so seeded trainings are the same as before the fusion got its own method
+        clinical = self.clinical_encoder(batch["clinical_values"], batch["clinical_categories"])
+        global_summary, local_summary, attention = self.branch_summaries(batch)
+        logits, log_risks, gates, aux, fused = self.fuse(
+            global_summary, local_summary, batch["clinical_values"], batch["clinical_categories"],
+            self.volumetric_inputs(batch), clinical=clinical)
         gate_weights = {} if gates is None else {e["name"]: gates[:, i] for i, e in enumerate(self.endpoints)}
         return GLMILOutput(logits, log_risks, attention, gate_weights, aux, fused)

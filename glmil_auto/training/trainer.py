@@ -69,6 +69,7 @@ class GLMILTrainer:
     network_mode = "full"  # or an ablation: global_only, local_only, concat, clinical_only
     use_clinical_offset = True  # the clinical + volumetric linear predictor the network corrects
     select_best_checkpoint = True  # checkpoint_final.pt = the weights of the best validation EMA
+    explain_validation = True  # SHAP of the final validation (validation_explanations.py)
     # The offset is a calibrated (unweighted) logistic fit; weighting positives by prevalence would
     # push every correction towards inflated probabilities, so the plans' weights are off by default.
     use_positive_class_weights = False
@@ -228,8 +229,9 @@ class GLMILTrainer:
             last_epoch = self.current_epoch
             self.network.load_state_dict(load_checkpoint(best, map_location=self.device)["network"])
             self.selected_epoch = self.best_epoch
-            logger.info("final weights: the best validation EMA (%.4f) after epoch %s of %d", self.best_ema,
-                        self.selected_epoch, last_epoch)
+            when = ("at the starting point (no epoch beat the clinical offset)" if self.selected_epoch is None
+                    else f"after epoch {self.selected_epoch} of {last_epoch}")
+            logger.info("final weights: the best validation EMA (%.4f) %s", self.best_ema, when)
         if self.is_main:
             self.save_checkpoint(self.output_folder / "checkpoint_final.pt")
             (self.output_folder / "checkpoint_latest.pt").unlink(missing_ok=True)
@@ -272,10 +274,13 @@ class GLMILTrainer:
 
     # ------------------------------------------------------------------ validation
     @torch.no_grad()
-    def predict_cases(self, cases: list[str]) -> pd.DataFrame:
-        """One row per case: probability per binary endpoint, log-risk per survival endpoint."""
+    def predict_cases(self, cases: list[str], explain: bool = False) -> pd.DataFrame:
+        """One row per case: probability per binary endpoint, log-risk per survival endpoint. With
+        ``explain``, the cases' fusion inputs (for SHAP) are kept in ``self.explanation_inputs``."""
+        from glmil_auto.inference.shap_explanations import ExplanationInputs, explanation_inputs
+
         self.network.eval()
-        rows = []
+        rows, explained = [], []
         if cases:
             loader = self._loader(cases, self.batch_size_per_rank, infinite=False, seed=self.seed)
             transforms = get_validation_transforms(self.plans)
@@ -284,6 +289,8 @@ class GLMILTrainer:
                 inputs, _ = self._to_device(batch)
                 with autocast(self.device):
                     output = self.network(inputs)
+                    if explain:
+                        explained.append(explanation_inputs(self.network, inputs, batch["case_ids"]))
                 columns = {n: torch.sigmoid(v).float().cpu().numpy() for n, v in output.logits.items()}
                 columns.update({f"{n}_log_risk": v.float().cpu().numpy() for n, v in output.log_risks.items()})
                 for i, case in enumerate(batch["case_ids"]):
@@ -291,14 +298,21 @@ class GLMILTrainer:
         frame = pd.DataFrame(rows)
         if self.world_size > 1:
             gathered: list[Any] = [None] * self.world_size
-            dist.all_gather_object(gathered, frame)
-            frame = pd.concat(gathered, ignore_index=True)
+            dist.all_gather_object(gathered, (frame, explained))
+            frame = pd.concat([f for f, _ in gathered], ignore_index=True)
+            explained = [e for _, parts in gathered for e in parts]
+        if explain:
+            merged = ExplanationInputs.concatenate(explained) if explained else None
+            if merged is not None:  # one entry per case, in case order (ranks may repeat a case)
+                first = {case: i for i, case in reversed(list(enumerate(merged.case_ids)))}
+                merged = merged.take([first[c] for c in sorted(first)])
+            self.explanation_inputs = merged
         return frame.drop_duplicates("case_id").sort_values("case_id").reset_index(drop=True) if len(frame) else frame
 
-    def validate(self) -> tuple[dict[str, float], pd.DataFrame]:
+    def validate(self, explain: bool = False) -> tuple[dict[str, float], pd.DataFrame]:
         """A full pass over the fold's validation cases (sharded over ranks, gathered everywhere)."""
         shard = self.val_cases[self.rank :: self.world_size]
-        predictions = self.predict_cases(shard)
+        predictions = self.predict_cases(shard, explain=explain)
         targets = case_targets(self.table.loc[predictions["case_id"]], self.endpoints, self.spec)
         scores = {e["name"]: predictions[e["name"] if e["type"] == "binary" else f"{e['name']}_log_risk"].to_numpy()
                   for e in self.endpoints}
@@ -308,7 +322,7 @@ class GLMILTrainer:
         """Out-of-fold predictions and metrics of the final (or best) weights, in ``validation/``."""
         if checkpoint is not None:
             self.load_checkpoint(self.output_folder / checkpoint, weights_only_network=True)
-        metrics, predictions = self.validate()
+        metrics, predictions = self.validate(explain=self.explain_validation)
         if self.is_main:
             self.write_model_folder_files()
             folder = self.output_folder / "validation"
@@ -323,6 +337,11 @@ class GLMILTrainer:
                                                          "selected_epoch": self.selected_epoch,
                                                          "starting_point_metrics": self.starting_point_validation,
                                                          "n_cases": len(predictions), "metrics": metrics})
+            if self.explain_validation and getattr(self, "explanation_inputs", None) is not None:
+                from glmil_auto.training.validation_explanations import write_validation_explanations
+
+                write_validation_explanations(self.network, self.explanation_inputs, folder, checkpoint,
+                                              self.plans["clinical"]["features"], self.endpoints, seed=self.seed)
         return metrics
 
     # ------------------------------------------------------------------ checkpoints

@@ -22,3 +22,9 @@ def validation_file_names(checkpoint: str | None) -> tuple[str, str]:
     """``(predictions, summary)`` file names for ``checkpoint`` (None = the final weights)."""
     suffix = checkpoint_suffix(checkpoint)
     return f"predictions{suffix}.csv", f"summary{suffix}.json"
+
+
+def explanation_file_names(checkpoint: str | None) -> tuple[str, str]:
+    """``(SHAP background .npz, per-case SHAP explanations .json)`` for ``checkpoint``."""
+    suffix = checkpoint_suffix(checkpoint)
+    return f"shap_background{suffix}.npz", f"explanations{suffix}.json"
