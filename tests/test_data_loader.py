@@ -36,7 +36,7 @@ from glmil_auto.training.augmentation import (
     get_validation_transforms,
     make_augmenter,
 )
-from glmil_auto.training.bag_collation import collate_bags
+from glmil_auto.training.bag_collation import collate_bags, instances_within_budget
 from glmil_auto.training.data_loader import GLMILDataLoader, case_targets
 
 NAME = "Dataset001_SynthBrainMets"
@@ -163,6 +163,40 @@ def test_every_case_matches_its_files_padding_and_descriptors(data):
             for key, array in data["targets"].items():
                 np.testing.assert_array_equal(batch[key][i], array[row].astype(batch[key].dtype))
     assert sorted(seen) == data["cases"]
+
+
+def test_instance_budget_keeps_the_largest_lesions_of_the_richest_bags():
+    volumes = [np.log1p([10.0, 500.0, 40.0]), np.log1p([7.0]), np.zeros(0), np.log1p([90.0, 1.0, 900.0, 30.0])]
+    descriptors = [np.stack([v, np.zeros_like(v)], axis=1) for v in volumes]
+    kept = instances_within_budget(descriptors, 100)
+    assert [k.tolist() for k in kept] == [[0, 1, 2], [0], [], [0, 1, 2, 3]]  # under budget: nothing dropped
+    kept = instances_within_budget(descriptors, 5)
+    # the four-lesion bag gives up its two smallest, then the three-lesion bag its smallest
+    assert [k.tolist() for k in kept] == [[1, 2], [0], [], [0, 2]]
+    assert [k.tolist() for k in instances_within_budget(descriptors, 3)] == [[1], [0], [], [2]]
+    with pytest.raises(ValueError, match="budget must be >= 0"):
+        instances_within_budget(descriptors, -1)
+
+
+def test_training_batches_hold_at_most_the_planned_instances(data, caplog):
+    """The loader packs batches to an instance budget: lesion-rich bags keep their largest lesions
+    (logged once per case)."""
+    free = make_loader(data, batch_size=4, seed=3)
+    counts = [b["instance_mask"].sum() for b in (free.generate_train_batch() for _ in range(6))]
+    budget = max(4, int(min(counts)) - 1)
+    assert max(counts) > budget  # the budget bites on these batches
+    packed = make_loader(data, batch_size=4, seed=3, max_instances_per_batch=budget)
+    with caplog.at_level("INFO", logger="glmil_auto.training.data_loader"):
+        for _ in range(6):
+            batch = packed.generate_train_batch()
+            assert batch["instance_mask"].sum() <= budget
+            for i, case in enumerate(batch["case_ids"]):
+                stored = packed._load(case)[2]  # every stored lesion's descriptors
+                kept = int(batch["instance_mask"][i].sum())
+                largest = np.sort(stored[:, 0])[::-1][:kept]
+                np.testing.assert_allclose(np.sort(batch["instance_descriptors"][i, :kept, 0])[::-1], largest)
+                assert kept >= 1 or len(stored) == 0
+    assert "do not fit the batch's instance budget" in caplog.text and "kept the largest" in caplog.text
 
 
 def test_targets_follow_the_table_rows(data):

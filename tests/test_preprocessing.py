@@ -348,6 +348,17 @@ def test_command_lines(copy_env, capsys):
     assert plan_experiment_entry(["-d", "2", "-device", "cpu", "--planner", "GLMILPlannerSingleScale",
                                   "-p", "single"]) == 0
     assert load_plans(preprocessed / "single.json")["preprocessing"]["local"]["scales"] == [1.0]
+    # GPU plans for another machine, written here without a GPU (the memory is measured on the meta device)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("torch.cuda.is_available", lambda: False)
+        assert plan_experiment_entry(["-d", "2", "-device", "cuda", "--device-memory-gb", "24", "-p", "gpu24"]) == 0
+        assert "wrote" in capsys.readouterr().out
+        gpu = load_plans(preprocessed / "gpu24.json")
+        assert gpu["device_profile"]["kind"] == "cuda" and gpu["device_profile"]["memory_gb"] == 24.0
+        memory = gpu["estimates"]["training_memory_bytes"]["total_bytes"]
+        assert 0 < memory <= gpu["estimates"]["memory_budget_bytes"] < 24 * 2**30
+        assert plan_experiment_entry(["-d", "2", "-device", "cuda", "-p", "nogpu"]) == 1
+        assert "--device-memory-gb" in capsys.readouterr().err and not (preprocessed / "nogpu.json").exists()
     assert preprocess_entry(["-d", "2", "-p", "single", "-np", "1", "--no_progress"]) == 0
     assert "preprocessed 7 case(s), 0 already up to date" in capsys.readouterr().out
     # a broken dataset stops before anything is planned when verification is asked for

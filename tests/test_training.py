@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -70,6 +71,11 @@ def env(tmp_path_factory):
                                             seed=21, num_processes=2, progress=False)
         plan_and_preprocess(1, num_processes=2, device=DeviceProfile("cpu", "cpu", 0.5, 2), progress=False)
         preprocessed = root / "preprocessed" / NAME
+        # batches of 4, on which these tests were calibrated (the planner fills 0.5 GiB with 11 bags;
+        # with the same 60 steps, LearningTrainer learns the volume rule from batches of 4 only)
+        plans = json.loads((preprocessed / "plans.json").read_text())
+        plans["training"]["batch_size"] = 4
+        (preprocessed / "plans.json").write_text(json.dumps(plans))
         table = pd.read_csv(preprocessed / "clinicalTr.csv", dtype=str, keep_default_na=False)
         volume = np.array([sum(lesion["volume_mm3"] for lesion in json.loads(
             (preprocessed / "plans" / "Tr" / f"{case}.json").read_text())["lesions"]) for case in table["case_id"]])
@@ -110,6 +116,11 @@ def test_outputs_of_a_fold(env):
     log = json.loads((folder / "training_log.json").read_text())
     assert [e["epoch"] for e in log] == list(range(12))
     assert {"local_failure", "os", "mean"} <= set(log[-1]["validation"])
+    # the planner's memory estimate next to the measured peak of a training step (the second)
+    memory = log[0]["memory"]
+    assert memory["device"] == "cpu" and memory["bags"] >= 1 and memory["measured_peak_bytes"] > 2**20
+    assert abs(memory["estimated_bytes_for_this_batch"] - memory["measured_peak_bytes"]) <= 0.25 * memory["measured_peak_bytes"]
+    assert memory["planned_estimate_bytes"] > 0 and sum("memory" in e for e in log) == 1
     checkpoint = load_checkpoint(folder / "checkpoint_final.pt")  # weights_only=True inside
     assert checkpoint["metadata"]["current_epoch"] == 12
     assert torch.is_tensor(checkpoint["network"]["clinical_encoder.mean"])  # fold statistics travel with the weights
@@ -253,3 +264,37 @@ def test_missing_preprocessed_file_names_the_case(env):
         assert info.value.problems[0].case == case and info.value.problems[0].file == str(victim)
     finally:
         victim.write_bytes(backup)
+
+
+def test_a_trainer_in_a_new_file_is_found_by_glmil_train(env, capsys):
+    """``-tr NAME`` searches every module of glmil_auto.training, as nnU-Net's
+    recursive_find_python_class: a subclass in a new file needs no registry."""
+    import subprocess
+    import sys
+    import uuid
+
+    import glmil_auto.training
+    from glmil_auto.training.trainer_registry import find_trainer
+
+    # a module that nothing imports is found (in a fresh interpreter, to see it is not imported before)
+    code = ("import sys; from glmil_auto.training.trainer_registry import find_trainer; "
+            "assert 'glmil_auto.training.variants_budget' not in sys.modules; "
+            "print(find_trainer('GLMILTrainer_noInstanceBudget').__module__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "glmil_auto.training.variants_budget"
+    name = f"found_by_name_{uuid.uuid4().hex[:8]}"
+    path = Path(glmil_auto.training.__file__).parent / f"{name}.py"
+    trainer = f"GLMILTrainer_{name}"
+    path.write_text("from glmil_auto.training.trainer import GLMILTrainer\n\n\n"
+                    f"class {trainer}(GLMILTrainer):\n"
+                    "    num_epochs = 1\n    iterations_per_epoch = 1\n    warmup_epochs = 0\n"
+                    "    num_augmentation_workers = 0\n    explain_validation = False\n")
+    try:
+        assert train_entry(["1", "0", "-tr", trainer, "-device", "cpu"]) == 0
+        assert find_trainer(trainer).__module__ == f"glmil_auto.training.{name}"
+    finally:
+        path.unlink()
+    summary = json.loads((fold_folder(env, trainer) / "validation" / "summary.json").read_text())
+    assert summary["n_cases"] == N_VAL
+    with pytest.raises(ValueError, match="unknown trainer 'GLMILTrainer_nowhere'; available: .*GLMILTrainer_demo"):
+        find_trainer("GLMILTrainer_nowhere")

@@ -37,7 +37,9 @@ def detect_device_profile(device: str | None = None, memory_gb: float | None = N
     """The profile of ``device`` (``"cpu"``, ``"cuda"`` or ``None`` = CUDA when available).
 
     ``memory_gb`` overrides the detected budget (``--device-memory-gb``), for planning on one
-    machine for another.
+    machine for another: ``device="cuda"`` with ``memory_gb`` plans for a GPU of that size on a
+    machine without one (as nnU-Net plans for a VRAM target anywhere); nothing here needs the GPU,
+    because the planner measures memory on the meta device.
     """
     cores = os.cpu_count() or 1
     if device in (None, "cuda"):
@@ -48,6 +50,10 @@ def detect_device_profile(device: str | None = None, memory_gb: float | None = N
             total = props.total_memory / 2**30
             return DeviceProfile("cuda", props.name, float(memory_gb if memory_gb is not None else total), cores)
         if device == "cuda":
-            raise RuntimeError("--device cuda was requested but torch sees no CUDA device")
+            if memory_gb is None:
+                raise RuntimeError("-device cuda was requested but torch sees no CUDA device: to plan for a GPU of "
+                                   "another machine, give its memory with --device-memory-gb G")
+            return DeviceProfile("cuda", f"planned for a {memory_gb:g} GiB GPU (none on this machine)",
+                                 float(memory_gb), cores)
     budget = memory_gb if memory_gb is not None else min(0.25 * _ram_gb(), 8.0)
     return DeviceProfile("cpu", "cpu", float(budget), cores)

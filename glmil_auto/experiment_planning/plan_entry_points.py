@@ -26,10 +26,19 @@ def plan_experiment_entry(argv: list[str] | None = None) -> int:
     parser.add_argument("-d", "--dataset", required=True, help="dataset id or name")
     add_planning_arguments(parser)
     args = parser.parse_args(argv)
-    device = detect_device_profile(args.device, args.device_memory_gb)
-    plans, path = plan_experiment(args.dataset, args.planner, args.plans_name, device)
-    print(f"wrote {path} (global input {plans['preprocessing']['global']['input_shape']}, "
-          f"patch {plans['preprocessing']['local']['patch_size']}, batch {plans['training']['batch_size']})")
+    from glmil_auto.experiment_planning.planners.default_planner import PlanningError
+
+    try:
+        device = detect_device_profile(args.device, args.device_memory_gb)
+        plans, path = plan_experiment(args.dataset, args.planner, args.plans_name, device)
+    except (PlanningError, RuntimeError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    memory = plans["estimates"]["training_memory_bytes"]["total_bytes"] / 2**30
+    print(f"wrote {path} ({device.kind}, {device.memory_gb:g} GiB: global {plans['preprocessing']['global']['target_spacing'][0]} mm "
+          f"{plans['preprocessing']['global']['input_shape']}, patch {plans['preprocessing']['local']['patch_size']}, "
+          f"batch {plans['training']['batch_size']}, instance budget {plans['training']['instance_budget']}, "
+          f"estimated training memory {memory:.2f} GiB)")
     return 0
 
 

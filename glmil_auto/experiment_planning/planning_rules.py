@@ -57,18 +57,79 @@ def encoder_features(n_stages: int, base: int, cap: int) -> list[int]:
     return [int(min(base * 2**s, cap)) for s in range(n_stages)]
 
 
-def encoder_activation_bytes(
-    shape_zyx: Sequence[int], features: Sequence[int], bytes_per_value: int = 4, tensors_per_stage: int = 6
-) -> float:
-    """Activations of one sample through a residual encoder, forward plus what backward keeps.
+def global_spacing_bound(smallest_lesion_diameter_mm: float | None, voxels_across: float = 2.0) -> float | None:
+    """The coarsest global spacing at which the fingerprint's small lesions (``lesion_diameter_mm
+    .percentile_05``) still span ``voxels_across`` voxels: coarser, a 3 mm micro-metastasis
+    vanishes into one partial-volume voxel of the global input, and distant failure depends on them."""
+    if smallest_lesion_diameter_mm is None or smallest_lesion_diameter_mm <= 0:
+        return None
+    return float(smallest_lesion_diameter_mm) / voxels_across
 
-    Each stage at 1/2**s resolution holds about ``tensors_per_stage`` feature maps (two convs,
-    their norms, activations and the residual sum); autograd keeps them for backward and the
-    gradients double the peak.
-    """
-    voxels = float(np.prod(shape_zyx))
-    per_stage = [f * voxels / 8**s for s, f in enumerate(features)]
-    return 2.0 * tensors_per_stage * bytes_per_value * float(sum(per_stage))
+
+def instances_per_batch(batch_size: int, mean_per_case: float, p95_per_case: float, mode: str = "p95") -> int:
+    """How many lesions a batch of ``batch_size`` randomly drawn bags must hold.
+
+    ``p95``: the 95th percentile of the sum of ``batch_size`` draws, with the per-case spread read
+    from the fingerprint (p95 - mean is about 1.645 standard deviations, and the sum of n draws
+    spreads by sqrt(n)): ``n * mean + sqrt(n) * (p95 - mean)``, and never less than one p95 bag.
+    ``median``: the mean bag (``n * mean``), at least one lesion per bag; ``one``: one lesion per bag.
+    Worst-case bags (every bag at the p95) would reserve ``n * p95``: for a cohort whose median case
+    has two lesions and whose p95 has eight, about four times what a batch holds."""
+    n = max(1, int(batch_size))
+    mean = max(0.0, float(mean_per_case))
+    p95 = max(mean, float(p95_per_case))
+    if mode == "p95":
+        return int(max(math.ceil(p95), math.ceil(n * mean + math.sqrt(n) * (p95 - mean) - 1e-9), 1))
+    if mode == "median":
+        return int(max(n, math.ceil(n * mean - 1e-9)))
+    if mode == "one":
+        return n
+    raise ValueError(f"unknown instance budget mode {mode!r} (p95, median or one)")
+
+
+def rarest_endpoint_events(endpoints: dict[str, dict], n_cases: int) -> int | None:
+    """The smallest number of informative outcomes over the endpoints: for a binary endpoint the
+    rarer class (positives or negatives), for a survival endpoint its events. ``None`` without
+    endpoints. This is what limits how long a model can train before it memorises the cohort."""
+    counts = []
+    for summary in endpoints.values():
+        if summary.get("type") == "binary":
+            known = summary.get("n_known", n_cases)
+            positives = summary.get("n_positive")
+            if positives is None and summary.get("prevalence") is not None:
+                positives = round(summary["prevalence"] * known)
+            if positives is not None:
+                counts.append(int(min(positives, known - positives)))
+        elif summary.get("type") == "survival":
+            events = summary.get("n_events")
+            if events is None and summary.get("event_rate") is not None:
+                events = round(summary["event_rate"] * summary.get("n_known", n_cases))
+            if events is not None:
+                counts.append(int(events))
+    return min(counts) if counts else None
+
+
+def training_schedule(n_train: int, batch_size: int, events: int | None, steps_per_event: float,
+                      step_range: tuple[int, int], epoch_range: tuple[int, int]) -> tuple[int, int]:
+    """``(num_epochs, iterations_per_epoch)``: an epoch is one pass over the training cases of a fold
+    (80 % of the cohort); the number of optimisation steps grows with the rarest endpoint's events
+    (``steps_per_event``, within ``step_range``), because the events, not the images, are what a
+    prognostic model learns from and what it overfits once they are memorised."""
+    iterations = max(1, math.ceil(0.8 * n_train / max(1, batch_size)))
+    steps = step_range[1] if events is None else steps_per_event * events
+    steps = min(max(steps, step_range[0]), step_range[1])
+    epochs = int(min(max(round(steps / iterations), epoch_range[0]), epoch_range[1]))
+    return epochs, iterations
+
+
+def cox_memory_size(n_train: int, event_rate: float | None, events_per_risk_set: int = 32, default: int = 256) -> int:
+    """Recent risks the Cox loss keeps (``CoxRiskMemory``) so that a risk set holds about
+    ``events_per_risk_set`` events however small the batch: at least ``default`` cases or
+    ``events_per_risk_set / event_rate``, never more than a fold's training cases (a larger memory
+    would only hold stale copies of the same cases)."""
+    fold_cases = max(1, math.ceil(0.8 * n_train))
+    needed = default if not event_rate else max(default, math.ceil(events_per_risk_set / event_rate))
+    return int(min(fold_cases, needed))
 
 
 def positive_class_weight(prevalence: float | None, cap: float = 10.0) -> float:

@@ -34,7 +34,8 @@ class ResidualBlock3d(nn.Module):
 
 
 class ResidualEncoder3d(nn.Module):
-    """A stem plus one residual block per stage; every stage after the first halves the grid.
+    """A stem plus ``blocks_per_stage[s]`` residual blocks per stage (default one); the first block
+    of every stage after the first halves the grid.
 
     ``first_stride`` 2 makes the first stage halve the grid too: its 3x3x3 kernels still read every
     input voxel, and it removes the most expensive stage (the full-resolution one, about 60 % of
@@ -42,12 +43,21 @@ class ResidualEncoder3d(nn.Module):
     ``forward`` returns the feature map of every stage (for multiscale pooling and Grad-CAM).
     """
 
-    def __init__(self, in_channels: int, features_per_stage: list[int], first_stride: int = 1):
+    def __init__(self, in_channels: int, features_per_stage: list[int], first_stride: int = 1,
+                 blocks_per_stage: list[int] | None = None):
         super().__init__()
         self.features_per_stage = list(features_per_stage)
+        blocks = [1] * len(self.features_per_stage) if blocks_per_stage is None else [int(b) for b in blocks_per_stage]
+        if len(blocks) != len(self.features_per_stage) or min(blocks, default=1) < 1:
+            raise ValueError(f"blocks_per_stage {blocks_per_stage} must give at least one block for each of the "
+                             f"{len(self.features_per_stage)} stages")
+        self.blocks_per_stage = blocks
         stages, previous = [], in_channels
-        for s, features in enumerate(self.features_per_stage):
-            stages.append(ResidualBlock3d(previous, features, stride=first_stride if s == 0 else 2))
+        for s, (features, n_blocks) in enumerate(zip(self.features_per_stage, blocks)):
+            first = ResidualBlock3d(previous, features, stride=first_stride if s == 0 else 2)
+            # one block per stage stays a bare block, so that existing state dicts keep their keys
+            stages.append(first if n_blocks == 1 else
+                          nn.Sequential(first, *[ResidualBlock3d(features, features) for _ in range(n_blocks - 1)]))
             previous = features
         self.stages = nn.ModuleList(stages)
 

@@ -54,5 +54,7 @@ class ClinicalOffset(nn.Module):
     def forward(self, design: torch.Tensor) -> torch.Tensor:
         """``design`` (B, D) -> (B, K) linear predictor per endpoint, in float32 even under autocast
         (a bfloat16 matmul would round the baseline's logits by about 1 %)."""
-        with torch.autocast(design.device.type, enabled=False):
+        # autocast knows no "meta" device (the planner's memory measurement runs there)
+        device_type = design.device.type if design.device.type != "meta" else "cpu"
+        with torch.autocast(device_type, enabled=False):
             return design.float() @ self.weight.float().t() + self.bias.float()

@@ -21,9 +21,9 @@ from glmil_auto.model.blocks import ResidualEncoder3d, masked_average
 
 class MaskGuidedGlobalEncoder(nn.Module):
     def __init__(self, in_channels: int, features_per_stage: list[int], embedding_dim: int, dropout: float = 0.0,
-                 first_stride: int = 1):
+                 first_stride: int = 1, blocks_per_stage: list[int] | None = None):
         super().__init__()
-        self.encoder = ResidualEncoder3d(in_channels, features_per_stage, first_stride)
+        self.encoder = ResidualEncoder3d(in_channels, features_per_stage, first_stride, blocks_per_stage)
         self.projection = nn.Sequential(
             nn.Linear(2 * sum(features_per_stage) + 1, embedding_dim), nn.LeakyReLU(0.01), nn.Dropout(dropout)
         )

@@ -28,9 +28,9 @@ NUM_DESCRIPTORS = len(DESCRIPTOR_NAMES)
 
 class InstanceEncoder(nn.Module):
     def __init__(self, in_channels: int, features_per_stage: list[int], n_scales: int, embedding_dim: int,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, blocks_per_stage: list[int] | None = None):
         super().__init__()
-        self.encoder = ResidualEncoder3d(in_channels, features_per_stage)
+        self.encoder = ResidualEncoder3d(in_channels, features_per_stage, blocks_per_stage=blocks_per_stage)
         width = features_per_stage[-1]
         self.n_scales = n_scales
         self.embedding_dim = embedding_dim
@@ -43,16 +43,31 @@ class InstanceEncoder(nn.Module):
         """``patches`` (B, N, S, C+1, pz, py, px), ``descriptors`` (B, N, D), ``instance_mask`` (B, N) bool
         -> (B, N, embedding_dim). Padded instances are not encoded (their rows are zeros)."""
         b, n, s = patches.shape[:3]
+        if patches.is_meta:
+            return self._forward_meta(patches, descriptors)
         out = patches.new_zeros((b, n, self.embedding_dim), dtype=torch.float32)
         real = instance_mask.bool()
         if not real.any():
             return out
         selected = patches[real]  # (R, S, C+1, pz, py, px): only real instances go through the CNN
+        fused = self._encode(selected, descriptors[real])
+        out[real] = fused.to(out.dtype)
+        return out
+
+    def _forward_meta(self, patches: torch.Tensor, descriptors: torch.Tensor) -> torch.Tensor:
+        """The planner's memory measurement (``memory_measurement.py``) runs on the meta device,
+        where a boolean mask cannot select rows: every instance counts as real there. The clone
+        stands for the copy that ``patches[real]`` makes on a real device."""
+        b, n = patches.shape[:2]
+        fused = self._encode(patches.flatten(0, 1).clone(), descriptors.flatten(0, 1))
+        return fused.float().view(b, n, self.embedding_dim)
+
+    def _encode(self, selected: torch.Tensor, descriptors: torch.Tensor) -> torch.Tensor:
+        """(R, S, C+1, pz, py, px) real instances and their (R, D) descriptors -> (R, embedding_dim)."""
+        s = selected.shape[1]
         flat = selected.flatten(0, 1)
         features = self.encoder(flat)[-1].float()
         mask = F.adaptive_avg_pool3d(flat[:, -1:].float(), features.shape[2:])
         summary = torch.cat([features.mean(dim=(2, 3, 4)), masked_average(features, mask)], dim=1)
         per_instance = summary.view(selected.shape[0], s * summary.shape[1])
-        fused = self.fusion(torch.cat([per_instance, descriptors[real].float()], dim=1))
-        out[real] = fused.to(out.dtype)
-        return out
+        return self.fusion(torch.cat([per_instance, descriptors.float()], dim=1))

@@ -52,6 +52,7 @@ def preprocess_entry(argv: list[str] | None = None) -> int:
 def plan_and_preprocess_entry(argv: list[str] | None = None) -> int:
     from glmil_auto.dataset.problems import DatasetError
     from glmil_auto.experiment_planning.device_profile import detect_device_profile
+    from glmil_auto.experiment_planning.planners.default_planner import PlanningError
     from glmil_auto.paths import DatasetNotFoundError
     from glmil_auto.experiment_planning.plan_entry_points import add_planning_arguments
     from glmil_auto.preprocessing.plan_and_preprocess import plan_and_preprocess
@@ -83,6 +84,9 @@ def plan_and_preprocess_entry(argv: list[str] | None = None) -> int:
     except DatasetNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except PlanningError as exc:  # nothing fits the device: the message says what to change
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     local = plans["preprocessing"]["local"]
     print(f"planned {plans['dataset_name']}: global input {plans['preprocessing']['global']['input_shape']} at "
           f"{plans['preprocessing']['global']['target_spacing'][0]} mm, lesion patch {local['patch_size']} at "

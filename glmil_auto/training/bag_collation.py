@@ -84,3 +84,23 @@ def collate_bags(
         "instance_mask": mask,
         "instance_descriptors": described,
     }
+
+
+def instances_within_budget(descriptors: Sequence[np.ndarray], budget: int) -> list[np.ndarray]:
+    """Which instances of each bag a batch keeps so that it holds at most ``budget`` instances in all.
+
+    While the batch is over budget, the bag holding the most instances gives up its smallest lesion
+    (by the log-volume descriptor, column 0; ties: the later instance), so every bag keeps its
+    largest lesions and lesion-poor bags are never cut for lesion-rich ones. Returns, per bag, the
+    kept instance indices in their original order. A bag ends empty only when ``budget`` is below
+    the number of bags with lesions (the planner never plans fewer instances than bags).
+    """
+    if budget < 0:
+        raise ValueError(f"the instance budget must be >= 0, got {budget}")
+    order = [list(np.lexsort((-np.arange(len(d)), -np.asarray(d, dtype=float)[:, 0])) if len(d) else [])
+             for d in descriptors]  # largest first; ties: the earlier instance first
+    kept = [len(o) for o in order]
+    while sum(kept) > budget:
+        richest = int(np.argmax(kept))  # the first of the bags with the most instances
+        kept[richest] -= 1
+    return [np.sort(np.asarray(o[:k], dtype=np.int64)) for o, k in zip(order, kept)]

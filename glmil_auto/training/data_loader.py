@@ -24,6 +24,7 @@ case once per epoch (the last batch may be smaller), shuffled with ``seed`` when
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -35,7 +36,9 @@ from batchgenerators.dataloading.data_loader import DataLoader
 from glmil_auto.dataset.dataset_json import DatasetSpec
 from glmil_auto.dataset.problems import DatasetError, error
 from glmil_auto.preprocessing.storage import case_paths, load_case
-from glmil_auto.training.bag_collation import collate_bags, instance_descriptors
+from glmil_auto.training.bag_collation import collate_bags, instance_descriptors, instances_within_budget
+
+logger = logging.getLogger(__name__)
 
 def use_fork_safe_blosc2() -> None:
     """Decompress with one blosc2 thread in this process (and in the workers it forks).
@@ -100,6 +103,7 @@ class GLMILDataLoader(DataLoader):
         seed: int = 0,
         sampling_probabilities: np.ndarray | None = None,
         num_threads_in_multithreaded: int = 1,
+        max_instances_per_batch: int | None = None,
     ):
         case_ids = [str(c) for c in case_ids]
         n = len(case_ids)
@@ -107,6 +111,8 @@ class GLMILDataLoader(DataLoader):
             raise ValueError("GLMILDataLoader needs at least one case")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if max_instances_per_batch is not None and max_instances_per_batch < 1:
+            raise ValueError(f"max_instances_per_batch must be >= 1 or None, got {max_instances_per_batch}")
         if len(set(case_ids)) != n:
             raise ValueError("case_ids contains duplicates")
         clinical_values = np.asarray(clinical_values, dtype=np.float32)
@@ -148,6 +154,8 @@ class GLMILDataLoader(DataLoader):
         self.global_shape = (channels, *plans["preprocessing"]["global"]["input_shape"])
         self.instance_shape = (len(local["scales"]), channels, *local["patch_size"])
         self._sampling_rng: np.random.Generator | None = None
+        self.max_instances_per_batch = max_instances_per_batch
+        self._reported_trimmed: set[str] = set()
 
     # ------------------------------------------------------------------ sampling
     def set_thread_id(self, thread_id: int) -> None:
@@ -204,6 +212,8 @@ class GLMILDataLoader(DataLoader):
         indices = np.asarray(indices, dtype=np.int64)
         cases = [self.case_ids[i] for i in indices]
         loaded = [self._load(case) for case in cases]
+        if self.max_instances_per_batch is not None:
+            loaded = self._pack(cases, loaded)
         batch: dict[str, Any] = collate_bags([g for g, _, _ in loaded], [b for _, b, _ in loaded],
                                              [d for _, _, d in loaded])
         batch["clinical_values"] = self.clinical_values[indices]
@@ -212,6 +222,26 @@ class GLMILDataLoader(DataLoader):
             batch[key] = array[indices]
         batch["case_ids"] = cases
         return batch
+
+    def _pack(self, cases: list[str], loaded: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
+              ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Keep at most ``max_instances_per_batch`` instances in the batch (the planned instance budget
+        divided by the scales): the memory of a step is planned for that many, not for every bag at
+        its maximum. Lesion-rich bags give up their smallest lesions first (like instance dropout,
+        this only happens in training batches; validation and prediction see every stored lesion)."""
+        kept = instances_within_budget([d for _, _, d in loaded], self.max_instances_per_batch)
+        packed = []
+        for case, (volume, bag, descriptors), keep in zip(cases, loaded, kept):
+            if len(keep) < bag.shape[0]:
+                if case not in self._reported_trimmed:
+                    self._reported_trimmed.add(case)
+                    dropped = sorted(set(range(bag.shape[0])) - set(keep.tolist()))
+                    logger.info("case %s: %d of its %d lesions do not fit the batch's instance budget (%d); "
+                                "kept the largest, left out instances %s", case, len(dropped), bag.shape[0],
+                                self.max_instances_per_batch, dropped)
+                bag, descriptors = bag[keep], descriptors[keep]
+            packed.append((volume, bag, descriptors))
+        return packed
 
     def generate_train_batch(self) -> dict[str, Any]:
         return self.load_batch(self.get_indices())

@@ -49,7 +49,7 @@ from glmil_auto.training.splits import fold_cases, load_or_create_splits
 from glmil_auto.training.validation_metrics import endpoint_metrics
 from glmil_auto.training.validation_files import validation_file_names
 from glmil_auto.utilities.atomic_files import atomic_path, write_json_atomic
-from glmil_auto.utilities.mixed_precision import autocast, needs_grad_scaler
+from glmil_auto.utilities.mixed_precision import autocast, mixed_precision_dtype, needs_grad_scaler
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,10 @@ class GLMILTrainer:
     seed = 12345
     deterministic = False
     num_augmentation_workers: int | None = None  # None: glmil_n_proc_DA or the default
+    # training batches hold at most the planned instance budget (plans["training"]["instance_budget"])
+    use_instance_budget = True
+    # log the planner's memory estimate against the measured peak of the second training step
+    measure_memory = True
 
     def __init__(self, dataset: str | int, fold: int | str, plans_name: str = DEFAULT_PLANS_NAME,
                  device: str | torch.device = "cpu", rank: int = 0, world_size: int = 1):
@@ -111,6 +115,8 @@ class GLMILTrainer:
         self.selected_epoch: int | None = None
         self.best_epoch: int | None = None  # None: the starting point (the clinical offset alone)
         self.starting_point_validation: dict[str, float] | None = None
+        self.memory_record: dict[str, Any] | None = None
+        self.steps_run = 0  # training steps of this process (the memory is measured on the second)
         self.was_initialized = False
 
     @property
@@ -139,11 +145,13 @@ class GLMILTrainer:
                 self.network, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=True)
         losses = self.plans["training"]["losses"]
+        # the planned size (enough recent risks for the Cox risk sets to hold events; old plans: 256);
         # a memory larger than the training set would only hold stale copies of the same cases
+        cox_memory = int(self.plans["training"].get("cox_memory_size", 256))
         positive_weights = (losses["positive_class_weights"] if self.use_positive_class_weights
                             else {name: 1.0 for name in losses["positive_class_weights"]})
         self.loss = GLMILLoss(self.endpoints, losses["endpoint_weights"], positive_weights,
-                              losses["load_balancing_weight"], memory_capacity=min(256, len(self.train_cases))
+                              losses["load_balancing_weight"], memory_capacity=min(cox_memory, len(self.train_cases))
                               ).to(self.device)
         self.optimizer = torch.optim.AdamW(self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
@@ -170,7 +178,17 @@ class GLMILTrainer:
             probabilities = GLMILDataLoader.class_balanced_probabilities(targets, self.class_balanced_endpoint)
         return GLMILDataLoader(self.preprocessed / self.plans_name / "Tr", cases, self.plans, values, categories,
                                targets, batch_size, infinite=infinite, shuffle=infinite, seed=seed,
-                               sampling_probabilities=probabilities)
+                               sampling_probabilities=probabilities,
+                               max_instances_per_batch=self.max_instances_per_batch(batch_size) if infinite else None)
+
+    def max_instances_per_batch(self, batch_size: int) -> int | None:
+        """This rank's share of the planned instance budget, in instances (the budget counts every
+        scale of an instance); ``None`` for plans without one or with ``use_instance_budget = False``."""
+        budget = self.plans["training"].get("instance_budget")
+        if not self.use_instance_budget or budget is None:
+            return None
+        per_batch = int(budget) // len(self.plans["preprocessing"]["local"]["scales"])
+        return max(1, math.ceil(per_batch * batch_size / self.plans["training"]["batch_size"]))
 
     @property
     def batch_size_per_rank(self) -> int:
@@ -192,6 +210,44 @@ class GLMILTrainer:
 
     # ------------------------------------------------------------------ training
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
+        self.steps_run += 1
+        # the second step of the run: the first also allocates one-time CPU kernel caches
+        if self.measure_memory and self.memory_record is None and self.steps_run == 2:
+            return self._measured_train_step(batch)
+        return self._train_step(batch)
+
+    def _measured_train_step(self, batch: dict[str, Any]) -> dict[str, float]:
+        """A training step with its measured peak memory next to the planner's estimate for the
+        plans and for this very batch (logged, and kept in the training log)."""
+        from glmil_auto.model.memory_measurement import TrainingMemoryMeter
+        from glmil_auto.utilities.peak_memory import cpu_allocation_peak, cuda_allocation_peak
+
+        if self.device.type == "cuda":
+            record, peak = cuda_allocation_peak(lambda: self._train_step(batch), self.device)
+        else:  # the profiler sees allocations during the step; the weights, the optimiser state of an
+            # earlier step and the batch (numpy memory shared with torch) existed before it
+            held = sum(t.numel() * t.element_size() for t in self.network.parameters())
+            held += sum(t.numel() * t.element_size() for state in self.optimizer.state.values()
+                        for t in state.values() if isinstance(t, torch.Tensor))
+            held += sum(np.asarray(batch[key]).nbytes for key in _INPUT_KEYS if key in batch)
+            record, delta = cpu_allocation_peak(lambda: self._train_step(batch))
+            peak = delta + held
+        mask = np.asarray(batch["instance_mask"], dtype=bool)
+        dtype = mixed_precision_dtype(self.device)
+        meter = TrainingMemoryMeter(self.plans, dtype, self.network_mode)
+        estimate = meter.estimate(mask.shape[0], int(mask.sum()), mask.shape[1]).total_bytes
+        planned = self.plans.get("estimates", {}).get("training_memory_bytes", {}).get("total_bytes")
+        self.memory_record = {"device": str(self.device), "bags": int(mask.shape[0]), "instances": int(mask.sum()),
+                              "padded_instances_per_bag": int(mask.shape[1]), "measured_peak_bytes": int(peak),
+                              "estimated_bytes_for_this_batch": int(estimate), "planned_estimate_bytes": planned,
+                              "measured_with": "torch.cuda.max_memory_allocated" if self.device.type == "cuda"
+                              else "torch.profiler allocation events + weights, optimiser state and batch"}
+        logger.info("memory of a training step: measured peak %.1f MiB, estimate for this batch %.1f MiB "
+                    "(%d bags, %d instances); the plans' estimate for a full batch %s", peak / 2**20, estimate / 2**20,
+                    mask.shape[0], int(mask.sum()), "n/a" if planned is None else f"{planned / 2**20:.1f} MiB")
+        return record
+
+    def _train_step(self, batch: dict[str, Any]) -> dict[str, float]:
         inputs, targets = self._to_device(batch)
         self.optimizer.zero_grad(set_to_none=True)
         with autocast(self.device):
@@ -258,6 +314,8 @@ class GLMILTrainer:
         train = {key: float(np.mean([r[key] for r in records])) for key in records[0]}
         entry = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"], "seconds": seconds,
                  "train": train, "validation": metrics, "selection_ema": self.ema}
+        if self.memory_record is not None and not any("memory" in e for e in self.log):
+            entry["memory"] = self.memory_record
         self.log.append(entry)
         self.current_epoch = epoch + 1
         if not self.is_main:

@@ -28,3 +28,9 @@ def autocast(device: torch.device) -> torch.autocast:
 def needs_grad_scaler(device: torch.device) -> bool:
     """float16 autocast needs loss scaling; bfloat16 and float32 do not."""
     return uses_amp(device) and autocast_dtype(device) == torch.float16
+
+
+def mixed_precision_dtype(device: torch.device) -> torch.dtype | None:
+    """The low-precision dtype of training on ``device``; ``None`` where training runs in float32
+    (the memory measurement emulates autocast with it)."""
+    return autocast_dtype(device) if uses_amp(device) else None

@@ -9,13 +9,20 @@ are class attributes. documentation/planning.md gives every rule with its reason
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 
 from glmil_auto.experiment_planning import planning_rules as rules
 from glmil_auto.experiment_planning.device_profile import DeviceProfile
+from glmil_auto.experiment_planning.planners.configuration_search import (
+    Configuration, LadderLimits, degradation_ladder, first_that_fits)
 from glmil_auto.experiment_planning.plans_io import DEFAULT_PLANS_NAME, PLANS_VERSION
+
+
+class PlanningError(RuntimeError):
+    """Nothing fits the device: the message says what the smallest configuration needs and what to change."""
 
 
 class GLMILPlanner:
@@ -29,18 +36,33 @@ class GLMILPlanner:
     global_first_stride = {"cpu": 2, "cuda": 1}
     max_pools = 5
     min_edge = 4
+    global_voxels_per_small_lesion = 2.0  # across the p05 lesion diameter (the smallest-lesion bound)
+    global_min_voxels = 16**3  # the coarsest global input the planner tries before giving up
+    # encoders: class names and blocks per stage (a variant planner swaps them)
+    global_encoder_class = "glmil_auto.model.global_encoder.MaskGuidedGlobalEncoder"
+    local_encoder_class = "glmil_auto.model.instance_encoder.InstanceEncoder"
+    # blocks per stage: the first (highest-resolution) stage one block, the later ones this many
+    blocks_per_later_stage = {"cpu": 1, "cuda": 2}
     # local branch
     patch_voxel_cap = {"cpu": 20**3, "cuda": 48**3}
     local_base_features = {"cpu": 8, "cuda": 24}
     local_max_features = {"cpu": 64, "cuda": 256}
     lesion_margin_mm = 5.0  # context on each side of the 95th-percentile lesion
     context_scales = (1.0, 2.0)  # fields of view at the same voxel count
-    max_instances_cap = {"cpu": 8, "cuda": 32}
+    max_instances_cap = {"cpu": 8, "cuda": 32}  # lesions stored per case
     # training
-    min_batch_size = 4  # fewer bags leave the Cox partial likelihood with almost no risk sets
+    min_batch_size = 4  # preferred: fewer bags give the Cox loss few risk sets (its memory helps below)
     max_batch_size = {"cpu": 16, "cuda": 64}
     max_batch_fraction = 0.2  # of the training cases, so that an epoch holds several steps
-    memory_safety = 0.6  # of the budget usable for activations (weights, optimiser, workspace)
+    # share of the device the measured training memory may use, and what CUDA holds outside
+    # torch's allocator (context, cuDNN/cuBLAS workspaces)
+    memory_fraction = {"cpu": 0.85, "cuda": 0.85}
+    memory_reserved_gb = {"cpu": 0.0, "cuda": 0.75}
+    # schedule: optimisation steps per event of the rarest endpoint, within these ranges
+    steps_per_event = {"cpu": 10.0, "cuda": 50.0}
+    step_range = {"cpu": (60, 600), "cuda": (1000, 50000)}
+    epoch_range = {"cpu": (10, 60), "cuda": (20, 1000)}
+    cox_events_per_risk_set = 32
     brain_margin_mm = 10.0
 
     def __init__(self, fingerprint: dict[str, Any], dataset_json: dict[str, Any], device: DeviceProfile,
@@ -78,81 +100,171 @@ class GLMILPlanner:
                 out[channel] = {"scheme": "zscore_brain"}
         return out
 
-    def plan_global(self, voxel_budget: float) -> dict[str, Any]:
-        """Isotropic spacing so that the 95th-percentile head extent fits ``voxel_budget``;
-        pool until an edge of ``min_edge``; the shape a multiple of 2**pools."""
-        extent = np.asarray(self._summary["head_extent_mm"]["percentile_95"], dtype=float)
-        finest = float(min(self._summary["spacing_canonical"]["median"]))
-        spacing = max(finest, float(np.cbrt(np.prod(extent) / voxel_budget)))
-        spacing = math.ceil(spacing * 100) / 100
-        raw_shape = np.ceil(extent / spacing).astype(int)
-        pools = rules.pools_until_edge(raw_shape, self.min_edge, self.max_pools)
-        shape = [rules.round_up(s, 2**pools) for s in raw_shape]
-        features = rules.encoder_features(
-            pools + 1, self._by_device(self.global_base_features), self._by_device(self.global_max_features)
-        )
-        return {"target_spacing": [spacing] * 3, "input_shape": shape, "n_pools": pools, "features_per_stage": features}
-
-    def plan_local(self) -> dict[str, Any]:
-        """High-resolution spacing by nnU-Net's anisotropy rule; a field of view covering the
-        95th-percentile lesion plus a margin; coarsened (keeping the field of view) when the
-        patch would exceed the device's voxel cap."""
+    # ------------------------------------------------------------------ fixed by the data
+    def local_base_spacing(self) -> np.ndarray:
+        """High-resolution lesion spacing by nnU-Net's anisotropy rule."""
         cases = self.fingerprint["cases"].values()
-        spacing = np.asarray(
+        return np.asarray(
             rules.anisotropic_target_spacing([c["spacing_canonical"] for c in cases], [c["shape_canonical"] for c in cases])
         )
+
+    def full_field_of_view_mm(self) -> float:
+        """The 95th-percentile lesion extent (or diameter, whichever is larger) plus a margin on each side."""
         lesion = self._summary["lesion_extent_mm"]["percentile_95"]
         diameter = self._summary["lesion_diameter_mm"]["percentile_95"]
         if lesion is None:  # a dataset without lesions still gets a valid (unused) local plan
             lesion, diameter = [10.0, 10.0, 10.0], 10.0
-        fov_mm = max(float(max(lesion)), float(diameter)) + 2 * self.lesion_margin_mm
-        cap = self._by_device(self.patch_voxel_cap)
-        coarsening = 1.0
-        while True:
-            patch = [max(8, rules.round_up(fov_mm / s, 8)) for s in spacing * coarsening]
-            if np.prod(patch) <= cap or all(p == 8 for p in patch):
-                break
-            coarsening *= 1.1
-        spacing = spacing * coarsening
+        return round(max(float(max(lesion)), float(diameter)) + 2 * self.lesion_margin_mm, 2)
+
+    def lesion_counts(self) -> tuple[float, float, float]:
+        """(mean, median, p95) lesions per case (older fingerprints without mean/median: the p95)."""
         counts = self._summary["lesions_per_case"]
-        max_instances = int(min(max(1, math.ceil(counts["percentile_95"] or 1)), self._by_device(self.max_instances_cap)))
+        p95 = float(counts.get("percentile_95") or 1.0)
+        mean = counts.get("mean")
+        median = counts.get("median")
+        return (p95 if mean is None else float(mean)), (p95 if median is None else float(median)), p95
+
+    def global_spacing_bound(self) -> float | None:
+        diameters = self._summary["lesion_diameter_mm"]
+        return rules.global_spacing_bound(diameters.get("percentile_05"), self.global_voxels_per_small_lesion)
+
+    def _head_extent(self) -> np.ndarray:
+        return np.asarray(self._summary["head_extent_mm"]["percentile_95"], dtype=float)
+
+    def finest_global_spacing(self) -> float:
+        """The finest isotropic spacing the compute cap allows (never finer than the median scan)."""
+        finest = float(min(self._summary["spacing_canonical"]["median"]))
+        spacing = max(finest, float(np.cbrt(np.prod(self._head_extent()) / self._by_device(self.global_voxel_cap))))
+        return math.ceil(spacing * 100) / 100
+
+    # ------------------------------------------------------------------ rules per configuration
+    def plan_global(self, spacing: float, first_stride: int) -> dict[str, Any]:
+        """The 95th-percentile head extent at ``spacing``; pool until an edge of ``min_edge`` (the first
+        stage's stride counts as a pool); the shape a multiple of 2**pools."""
+        spacing = math.ceil(spacing * 100) / 100
+        raw_shape = np.ceil(self._head_extent() / spacing).astype(int)
+        pools = rules.pools_until_edge(raw_shape, self.min_edge, self.max_pools)
+        shape = [rules.round_up(s, 2**pools) for s in raw_shape]
+        features = rules.encoder_features(
+            pools + 1, self._by_device(self.global_base_features), self._by_device(self.global_max_features))
+        return {"target_spacing": [spacing] * 3, "input_shape": shape, "n_pools": pools, "first_stride": first_stride,
+                "features_per_stage": features, "blocks_per_stage": self.blocks_per_stage(len(features))}
+
+    def blocks_per_stage(self, n_stages: int) -> list[int]:
+        """One block at the highest resolution (the most memory per block), more below."""
+        return [1] + [self._by_device(self.blocks_per_later_stage)] * (n_stages - 1)
+
+    def plan_local(self, field_of_view_mm: float, coarsening: float, scales: tuple[float, ...],
+                   max_instances: int = 1) -> dict[str, Any]:
+        """The field of view at the high-resolution spacing times ``coarsening``, rounded up to a
+        multiple of 8 voxels; pools until an edge of ``min_edge`` (at most 3)."""
+        spacing = self.local_base_spacing() * coarsening
+        patch = [max(8, rules.round_up(field_of_view_mm / s, 8)) for s in spacing]
         n_pools = rules.pools_until_edge(patch, self.min_edge, 3)
+        features = rules.encoder_features(
+            n_pools + 1, self._by_device(self.local_base_features), self._by_device(self.local_max_features))
         return {
             "target_spacing": [round(float(s), 4) for s in spacing],
             "patch_size": patch,
-            "field_of_view_mm": round(fov_mm, 2),
-            "coarsened_by": round(coarsening, 4),
-            "scales": list(self.context_scales),
-            "max_instances": max_instances,
+            "field_of_view_mm": round(float(field_of_view_mm), 2),
+            "coarsened_by": round(float(coarsening), 4),
+            "scales": list(scales),
+            "max_instances": int(max_instances),
             "instance_policy": "keep_largest",
             "n_pools": n_pools,
-            "features_per_stage": rules.encoder_features(
-                n_pools + 1, self._by_device(self.local_base_features), self._by_device(self.local_max_features)
-            ),
+            "features_per_stage": features,
+            "blocks_per_stage": self.blocks_per_stage(len(features)),
         }
 
-    def bag_activation_bytes(self, global_plan: dict[str, Any], local_plan: dict[str, Any]) -> float:
-        """Training memory of one bag: the global volume plus every instance at every scale."""
-        global_bytes = rules.encoder_activation_bytes(global_plan["input_shape"], global_plan["features_per_stage"])
-        patch_bytes = rules.encoder_activation_bytes(local_plan["patch_size"], local_plan["features_per_stage"])
-        return global_bytes + local_plan["max_instances"] * len(local_plan["scales"]) * patch_bytes
-
-    def plan_global_and_batch(self, local_plan: dict[str, Any]) -> tuple[dict[str, Any], int, float]:
-        """Largest global input within the compute cap whose batch of at least ``min_batch_size``
-        bags fits the memory budget; the batch then fills the rest of the budget."""
-        budget = self.device.memory_bytes * self.memory_safety
-        n_train = self.fingerprint["num_training_cases"]
-        batch_cap = max(self.min_batch_size, min(self._by_device(self.max_batch_size),
-                                                 int(self.max_batch_fraction * n_train)))
-        voxels = float(self._by_device(self.global_voxel_cap))
+    def patch_cap_coarsening(self, field_of_view_mm: float) -> float:
+        """The smallest coarsening (10 % steps) at which the patch fits the device's patch voxel cap."""
+        coarsening = 1.0
         while True:
-            global_plan = self.plan_global(voxels)
-            per_bag = self.bag_activation_bytes(global_plan, local_plan)
-            if per_bag * self.min_batch_size <= budget or voxels < 16**3:
-                break
-            voxels *= 0.8
-        batch = int(min(batch_cap, max(self.min_batch_size, budget // per_bag)))
-        return global_plan, batch, per_bag
+            patch = self.plan_local(field_of_view_mm, coarsening, (1.0,))["patch_size"]
+            if np.prod(patch) <= self._by_device(self.patch_voxel_cap) or all(p == 8 for p in patch):
+                return round(coarsening, 4)
+            coarsening *= 1.1
+
+    def batch_cap(self) -> int:
+        n_train = self.fingerprint["num_training_cases"]
+        return max(1, min(self._by_device(self.max_batch_size), int(self.max_batch_fraction * n_train)))
+
+    def instances_for(self, configuration: Configuration, batch_size: int) -> tuple[int, int]:
+        """(lesions per batch, lesions stored per case) for ``batch_size`` bags."""
+        mean, _, p95 = self.lesion_counts()
+        per_case = int(min(max(1, math.ceil(p95)), self._by_device(self.max_instances_cap)))
+        per_batch = rules.instances_per_batch(batch_size, mean, p95, configuration.instance_mode)
+        per_batch = int(min(per_batch, batch_size * per_case))
+        return per_batch, int(min(per_case, per_batch))
+
+    # ------------------------------------------------------------------ memory
+    @property
+    def memory_budget_bytes(self) -> float:
+        kind = "cuda" if self.device.kind == "cuda" else "cpu"
+        return self.device.memory_bytes * self.memory_fraction[kind] - self.memory_reserved_gb[kind] * 2**30
+
+    def draft_plans(self, configuration: Configuration, batch_size: int) -> dict[str, Any]:
+        """The complete plans of ``configuration`` with ``batch_size`` bags (:meth:`plan` adds the estimates)."""
+        per_batch, per_case = self.instances_for(configuration, batch_size)
+        global_plan = self.plan_global(configuration.global_spacing, configuration.first_stride)
+        local_plan = self.plan_local(configuration.field_of_view_mm, configuration.local_coarsening,
+                                     configuration.scales, per_case)
+        return self.assemble(global_plan, local_plan, batch_size, per_batch, configuration)
+
+    def memory_estimate(self, configuration: Configuration, batch_size: int) -> dict[str, int]:
+        """Training memory of ``batch_size`` bags, measured by running the planned network once on the
+        meta device (``glmil_auto.model.memory_measurement``). Imported here: planning measures the
+        model it plans, so this is the one place where planning reads the model package."""
+        import torch
+
+        from glmil_auto.model.memory_measurement import TrainingMemoryMeter
+
+        plans = self.draft_plans(configuration, batch_size)
+        dtype = torch.bfloat16 if self.device.kind == "cuda" else None  # the CUDA trainer's autocast
+        meter = TrainingMemoryMeter(plans, dtype)
+        per_batch, per_case = self.instances_for(configuration, batch_size)
+        return meter.estimate(batch_size, per_batch, per_case).to_dict()
+
+    def fits(self, configuration: Configuration, batch_size: int) -> bool:
+        return self.memory_estimate(configuration, batch_size)["total_bytes"] <= self.memory_budget_bytes
+
+    def choose_configuration(self) -> tuple[Configuration, int]:
+        """The first configuration of the degradation ladder whose smallest batch fits, and the
+        largest batch (up to the caps) that then fits; :class:`PlanningError` when none does."""
+        fov = self.full_field_of_view_mm()
+        first_stride = self._by_device(self.global_first_stride)
+        preferred = min(self.min_batch_size, self.batch_cap())
+        start = Configuration(self.finest_global_spacing(), first_stride, self.patch_cap_coarsening(fov), fov,
+                              tuple(self.context_scales), "p95", preferred, "none")
+        extent = self._head_extent()
+        median_lesions_mm = self._summary["lesion_diameter_mm"].get("median") or 10.0
+        limits = LadderLimits(
+            global_spacing_floor=start.global_spacing,
+            global_spacing_bound=self.global_spacing_bound(),
+            global_spacing_ceiling=max(start.global_spacing, float(np.cbrt(np.prod(extent) / self.global_min_voxels))),
+            local_coarsening_ceiling=self._coarsening_to_floor(fov),
+            field_of_view_floor_mm=min(fov, float(median_lesions_mm)),
+            preferred_min_batch=self.min_batch_size,
+        )
+        chosen, last = first_that_fits(degradation_ladder(start, limits, first_stride == 1), self.fits)
+        if chosen is None:
+            need = self.memory_estimate(last, 1)["total_bytes"]
+            raise PlanningError(
+                f"no configuration fits {self.device.kind} with {self.device.memory_gb:g} GiB: the smallest one "
+                f"(global spacing {last.global_spacing} mm, field of view {last.field_of_view_mm} mm, "
+                f"{len(last.scales)} scale(s), one bag of one lesion) needs {need / 2**30:.2f} GiB of "
+                f"{self.memory_budget_bytes / 2**30:.2f} GiB usable. Plan for a device with more memory "
+                "(--device-memory-gb), or use a planner with narrower encoders (global_base_features, "
+                "local_base_features) or fewer context scales (GLMILPlannerSingleScale).")
+        batch = chosen.min_batch_size
+        while batch < self.batch_cap() and self.fits(chosen, batch + 1):
+            batch += 1
+        return chosen, batch
+
+    def _coarsening_to_floor(self, field_of_view_mm: float) -> float:
+        """The coarsening at which every patch edge is 8 voxels (coarser changes nothing)."""
+        spacing = self.local_base_spacing()
+        return round(max(1.0, float(max(field_of_view_mm / 8.0 / s for s in spacing))), 4)
 
     def plan_augmentation(self, global_plan: dict[str, Any], local_plan: dict[str, Any]) -> dict[str, Any]:
         """Spatial ranges from anisotropy: an anisotropic patch rotates only in-plane (around its
@@ -215,15 +327,20 @@ class GLMILPlanner:
         return [{"name": name, "type": d["type"]} for name, d in self.dataset_json.get("endpoints", {}).items()]
 
     def trainer_defaults(self, batch_size: int) -> dict[str, Any]:
-        """Schedule and regularisation. The CPU plan trains 30 epochs (the clinical offset gives the
-        network its starting point, and model selection keeps the best epoch, so a short schedule
-        loses little; 5 folds of a 200-case cohort fit in under an hour on two cores) with stronger
+        """Schedule and regularisation. An epoch is one pass over a fold's training cases; the number
+        of optimisation steps follows the rarest endpoint's events (``rules.training_schedule``): on
+        the CPU about 10 steps per event (the demo cohort: 19 leptomeningeal failures, 32 epochs of 6
+        steps; the clinical offset gives the network its starting point and model selection keeps
+        the best epoch, so a short schedule loses little), on a GPU 50. The CPU plan has stronger
         weight decay and dropout than a GPU plan: a few hundred cases, a few dozen events."""
         n_train = self.fingerprint["num_training_cases"]
         gpu = self.device.kind == "cuda"
+        events = rules.rarest_endpoint_events(self.fingerprint.get("endpoints", {}), n_train)
+        epochs, iterations = rules.training_schedule(n_train, batch_size, events, self._by_device(self.steps_per_event),
+                                                     self._by_device(self.step_range), self._by_device(self.epoch_range))
         return {
-            "num_epochs": 300 if gpu else 30,
-            "iterations_per_epoch": max(1, math.ceil(0.8 * n_train / batch_size)),
+            "num_epochs": epochs,
+            "iterations_per_epoch": iterations,
             "initial_lr": 3e-4 if gpu else 1e-3,
             "weight_decay": 1e-2 if gpu else 5e-2,
             "warmup_epochs": 5 if gpu else 2,
@@ -234,10 +351,17 @@ class GLMILPlanner:
             "dropout": 0.2 if gpu else 0.3,
         }
 
+    def cox_memory_size(self) -> int:
+        """Recent risks the Cox loss keeps: enough for ``cox_events_per_risk_set`` events at the
+        cohort's lowest survival event rate (``rules.cox_memory_size``)."""
+        rates = [e.get("event_rate") for e in self.fingerprint.get("endpoints", {}).values()
+                 if e.get("type") == "survival" and e.get("event_rate")]
+        return rules.cox_memory_size(self.fingerprint["num_training_cases"], min(rates) if rates else None,
+                                     self.cox_events_per_risk_set)
+
     # ------------------------------------------------------------------ assembly
-    def plan(self) -> dict[str, Any]:
-        local_plan = self.plan_local()
-        global_plan, batch_size, per_bag = self.plan_global_and_batch(local_plan)
+    def assemble(self, global_plan: dict[str, Any], local_plan: dict[str, Any], batch_size: int,
+                 instances_per_batch: int, configuration: Configuration) -> dict[str, Any]:
         channels = self.fingerprint["channel_names"]
         return {
             "plans_name": self.plans_name,
@@ -257,20 +381,49 @@ class GLMILPlanner:
             "clinical": self.plan_clinical(),
             "endpoints": self.plan_endpoints(),
             "model": {
-                "global_encoder": {**{k: global_plan[k] for k in ("n_pools", "features_per_stage")},
-                                   "first_stride": self._by_device(self.global_first_stride)},
-                "local_encoder": {k: local_plan[k] for k in ("n_pools", "features_per_stage")},
+                "global_encoder": {
+                    "network_class_name": self.global_encoder_class,
+                    "arch_kwargs": {k: global_plan[k] for k in ("features_per_stage", "blocks_per_stage", "first_stride")},
+                    "n_pools": global_plan["n_pools"],
+                },
+                "local_encoder": {
+                    "network_class_name": self.local_encoder_class,
+                    "arch_kwargs": {k: local_plan[k] for k in ("features_per_stage", "blocks_per_stage")},
+                    "n_pools": local_plan["n_pools"],
+                },
             },
             "training": {
                 "batch_size": batch_size,
+                # lesion patches (instances x scales) one training batch may hold; see data_loader.py
+                "instance_budget": int(instances_per_batch * len(local_plan["scales"])),
+                "cox_memory_size": self.cox_memory_size(),
                 "augmentation": self.plan_augmentation(global_plan, local_plan),
                 "losses": self.plan_losses(),
                 "trainer_defaults": self.trainer_defaults(batch_size),
             },
             "estimates": {
-                "activation_bytes_per_bag": per_bag,
-                "memory_budget_bytes": self.device.memory_bytes * self.memory_safety,
                 "local_field_of_view_mm": local_plan["field_of_view_mm"],
                 "local_spacing_coarsened_by": local_plan["coarsened_by"],
             },
         }
+
+    def plan(self) -> dict[str, Any]:
+        configuration, batch_size = self.choose_configuration()
+        plans = self.draft_plans(configuration, batch_size)
+        memory = self.memory_estimate(configuration, batch_size)
+        bound = self.global_spacing_bound()
+        spacing = plans["preprocessing"]["global"]["target_spacing"][0]
+        limited_by = None
+        if bound is not None and spacing > bound + 1e-6:
+            limited_by = "compute" if configuration.step != "global spacing beyond the smallest-lesion bound" else "memory"
+        plans["estimates"].update({
+            "memory_budget_bytes": self.memory_budget_bytes,
+            "training_memory_bytes": memory,
+            "memory_measured_with": "saved tensors of a meta-device forward (glmil_auto.model.memory_measurement)"
+                                    + (", bfloat16 autocast" if self.device.kind == "cuda" else ", float32"),
+            "instances_per_batch": plans["training"]["instance_budget"] // len(plans["preprocessing"]["local"]["scales"]),
+            "global_spacing_bound_mm": bound,
+            "global_spacing_limited_by": limited_by,
+            "configuration": {**asdict(configuration), "scales": list(configuration.scales)},
+        })
+        return plans

@@ -16,3 +16,11 @@ class GLMILPlannerSingleScale(GLMILPlanner):
     """One field of view per lesion: the cheapest local branch (an ablation of multiscale context)."""
 
     context_scales = (1.0,)
+
+
+class GLMILPlannerDeepResidual(GLMILPlanner):
+    """Deeper residual encoders (more blocks per stage, as nnU-Net's ResEnc L) for a GPU plan; the
+    plans name them (``arch_kwargs.blocks_per_stage``), so the trainer needs no change. Memory is
+    measured like any plan, so a deeper encoder trades batch or resolution where it must."""
+
+    blocks_per_later_stage = {"cpu": 1, "cuda": 3}
