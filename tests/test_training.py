@@ -298,3 +298,24 @@ def test_a_trainer_in_a_new_file_is_found_by_glmil_train(env, capsys):
     assert summary["n_cases"] == N_VAL
     with pytest.raises(ValueError, match="unknown trainer 'GLMILTrainer_nowhere'; available: .*GLMILTrainer_demo"):
         find_trainer("GLMILTrainer_nowhere")
+
+
+def test_centre_held_out_training_validates_on_the_left_out_centre(env):
+    """glmil_train --split centre: fold k validates on every case of the k-th centre and trains on
+    the others, in its own model folder (the random folds' fold_0 is not overwritten)."""
+    from glmil_auto.dataset.dataset_json import load_dataset_json
+
+    assert train_entry(["1", "0", "-tr", "TinyTrainer", "--split", "centre", "-device", "cpu"]) == 0
+    folder = env["root"] / "results" / NAME / "TinyTrainer_centreHeldOut__plans"
+    recorded = json.loads((folder / "splits.json").read_text())
+    preprocessed = env["root"] / "preprocessed" / NAME
+    spec = load_dataset_json(preprocessed)
+    table = pd.read_csv(preprocessed / "clinicalTr.csv", dtype=str).set_index("case_id")
+    centres = sorted(table[spec.group_column].unique())
+    assert len(centres) >= 2 and recorded["scheme"] == "centre"
+    assert [f["centre"] for f in recorded["splits"]] == centres  # one fold per training centre
+    fold = recorded["splits"][0]
+    assert set(table.loc[fold["val"], spec.group_column]) == {fold["centre"]}
+    assert fold["centre"] not in set(table.loc[fold["train"], spec.group_column])
+    predictions = pd.read_csv(folder / "fold_0" / "validation" / "predictions.csv", dtype={"case_id": str})
+    assert sorted(predictions["case_id"]) == fold["val"]

@@ -110,6 +110,8 @@ def parse_clinical_table(
     declared: list[tuple[str, str, bool]] = []  # (column, kind, required)
     if spec.group_column:
         declared.append((spec.group_column, "group", True))
+    if spec.patient_column and spec.patient_column not in (spec.group_column, case_col):
+        declared.append((spec.patient_column, "group", True))
     declared += [(name, kind, True) for name, kind in spec.clinical_features.items()]
     for endpoint in spec.endpoints.values():
         if endpoint.type == "binary":

@@ -2,7 +2,7 @@
 
 nnU-Net keys (so nnU-Net can read the same folder): ``channel_names``, ``labels``,
 ``numTraining``, ``file_ending``. glmil_auto adds ``case_column``, ``group_column``,
-``lesion_labels``, ``clinical_features`` and ``endpoints``; see documentation/raw_dataset_format.md.
+``patient_column``, ``lesion_labels``, ``clinical_features`` and ``endpoints``; see documentation/raw_dataset_format.md.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ class DatasetSpec:
     file_ending: str
     case_column: str = "case_id"
     group_column: str | None = None
+    patient_column: str | None = None  # exams / courses of one patient stay in one fold
     lesion_labels: tuple[int, ...] = ()
     clinical_features: dict[str, str] = field(default_factory=dict)
     endpoints: dict[str, Endpoint] = field(default_factory=dict)
@@ -121,7 +122,7 @@ def validate_dataset_json(content: Any, file: str = DATASET_JSON) -> list[Proble
         bad("'file_ending' must be a string starting with '.', holding only dots, letters and digits "
             f"(like '.nii.gz'), got {file_ending!r}")
 
-    for key in ("case_column", "group_column"):
+    for key in ("case_column", "group_column", "patient_column"):
         if key in content and content[key] is not None and not (
             isinstance(content[key], str) and content[key]
         ):
@@ -187,6 +188,7 @@ def spec_from_dict(content: dict[str, Any], file: str = DATASET_JSON) -> Dataset
         file_ending=content["file_ending"],
         case_column=content.get("case_column") or "case_id",
         group_column=content.get("group_column"),
+        patient_column=content.get("patient_column"),
         lesion_labels=tuple(sorted(lesion_labels)),
         clinical_features=dict(content.get("clinical_features", {})),
         endpoints=endpoints,

@@ -166,7 +166,9 @@ def cross_validation_clinical_baseline(spec: DatasetSpec, dataset: Any, model_fo
 
     plans = json.loads((Path(model_folder) / "plans.json").read_text(encoding="utf-8"))
     folder = preprocessed_folder() / dataset.name
-    splits = json.loads((folder / SPLITS_FILE).read_text(encoding="utf-8"))
+    recorded = Path(model_folder) / "splits.json"  # the folds of this model folder (random or centre)
+    splits = (json.loads(recorded.read_text(encoding="utf-8"))["splits"] if recorded.is_file()
+              else json.loads((folder / SPLITS_FILE).read_text(encoding="utf-8")))
     properties_folder = folder / plans["plans_name"] / "Tr"
     table = train_table.set_axis(pd.Index(train_table.index.astype(str)), axis=0)
     frames = []

@@ -28,6 +28,10 @@ def train_entry(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-gpus", dest="num_gpus", type=int, default=1,
                         help="DDP processes on this machine (GPUs with NCCL; on the CPU, processes with gloo)")
     parser.add_argument("--deterministic", action="store_true", help="deterministic algorithms (slower)")
+    parser.add_argument("--split", choices=("random", "centre"), default=None,
+                        help="folds: 'random' (5 stratified folds, by patient when dataset.json has a patient_column; "
+                             "the default) or 'centre' (one fold per centre of group_column left out; results go to "
+                             "<Trainer>_centreHeldOut__<plans>)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 
@@ -38,7 +42,7 @@ def train_entry(argv: list[str] | None = None) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     kwargs = dict(dataset=args.dataset, fold=args.fold, trainer_name=args.trainer, plans_name=args.plans,
                   device=device, continue_training=args.continue_training, only_validate=args.only_validate,
-                  validate_best=args.val_best, overrides={"deterministic": True} if args.deterministic else None)
+                  validate_best=args.val_best, overrides=_overrides(args))
     from glmil_auto.dataset.problems import DatasetError
     from glmil_auto.paths import DatasetNotFoundError
 
@@ -56,6 +60,15 @@ def train_entry(argv: list[str] | None = None) -> int:
         print(f"ERROR: the data has problems:\n{exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _overrides(args: argparse.Namespace) -> dict | None:
+    overrides = {}
+    if args.deterministic:
+        overrides["deterministic"] = True
+    if args.split is not None:
+        overrides["split_scheme"] = args.split
+    return overrides or None
 
 
 if __name__ == "__main__":

@@ -22,6 +22,9 @@ from glmil_auto.training.trainer import GLMILTrainer
 from glmil_auto.training.trainer_registry import find_trainer
 
 
+SPLIT_SCHEME_SUFFIX = {"random": "randomSplits", "centre": "centreHeldOut"}
+
+
 def _device_for(device: str, rank: int) -> torch.device:
     if device == "cuda":
         if not torch.cuda.is_available():
@@ -37,7 +40,11 @@ def run_training(dataset: str | int, fold: int | str, trainer_name: str = "GLMIL
     """Train (or only validate) one fold in this process; ``overrides`` set trainer attributes."""
     trainer_class = find_trainer(trainer_name)
     if overrides:
-        trainer_class = type(trainer_class.__name__, (trainer_class,), dict(overrides))
+        name = trainer_class.__name__
+        scheme = overrides.get("split_scheme", trainer_class.split_scheme)
+        if scheme != trainer_class.split_scheme:  # another scheme's folds must not share the fold folders
+            name = f"{name}_{SPLIT_SCHEME_SUFFIX[scheme]}"
+        trainer_class = type(name, (trainer_class,), dict(overrides))
     trainer = trainer_class(dataset, fold, plans_name, _device_for(device, rank), rank, world_size)
     if only_validate:
         trainer.initialize()

@@ -70,6 +70,7 @@ class GLMILTrainer:
     use_clinical_offset = True  # the clinical + volumetric linear predictor the network corrects
     select_best_checkpoint = True  # checkpoint_final.pt = the weights of the best validation EMA
     explain_validation = True  # SHAP of the final validation (validation_explanations.py)
+    split_scheme = "random"  # or "centre": one fold per centre left out (splits.py; glmil_train --split centre)
     # The offset is a calibrated (unweighted) logistic fit; weighting positives by prevalence would
     # push every correction towards inflated probabilities, so the plans' weights are off by default.
     use_positive_class_weights = False
@@ -102,7 +103,8 @@ class GLMILTrainer:
         self.spec = load_dataset_json(self.preprocessed)
         self.endpoints = self.plans["endpoints"]
         self.table = read_clinical_table(self.preprocessed / "clinicalTr.csv", self.spec)
-        self.splits = load_or_create_splits(self.preprocessed, self.table, self.spec) if self.is_main else None
+        self.splits = (load_or_create_splits(self.preprocessed, self.table, self.spec, scheme=self.split_scheme)
+                       if self.is_main else None)
         if self.world_size > 1:
             holder = [self.splits]
             dist.broadcast_object_list(holder, src=0)
@@ -455,6 +457,8 @@ class GLMILTrainer:
         so that the model folder alone suffices to predict (``glmil_predict_from_modelfolder``)."""
         model_folder = self.output_folder.parent
         write_json_atomic(model_folder / "plans.json", self.plans)
+        # the folds this model folder was trained on (glmil_evaluate --cv fits its clinical model per fold)
+        write_json_atomic(model_folder / "splits.json", {"scheme": self.split_scheme, "splits": self.splits})
         for name in ("dataset.json", "dataset_fingerprint.json"):
             source = self.preprocessed / name
             if source.is_file():
