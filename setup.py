@@ -45,6 +45,10 @@ setup(
         # SHAP (glmil_predict --explain, the report's summary plots): exact Shapley values of the
         # fusion over grouped features, and the beeswarm plot clinicians know from the literature
         "shap>=0.45",
+        # dataset conversion (documentation/dicom_conversion.md): DICOM MR series, RTSTRUCT, RTPLAN
+        # and RTDOSE headers and pixels; pandas reads the Brain-TR-GammaKnife .xlsx tables with openpyxl
+        "pydicom>=2.4",
+        "openpyxl>=3.1",
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-xdist>=3", "lifelines>=0.27"],
@@ -62,6 +66,8 @@ setup(
             "glmil_predict_from_modelfolder=glmil_auto.inference.entry_points:predict_from_modelfolder_entry",
             "glmil_evaluate_predictions=glmil_auto.evaluation.entry_points:evaluate_predictions_entry",
             "glmil_evaluate=glmil_auto.evaluation.evaluate_command:evaluate_entry",
+            "glmil_convert_dicom_rt=glmil_auto.dataset_conversion.dicom_rt_entry:convert_dicom_rt_entry",
+            "glmil_convert_folder=glmil_auto.dataset_conversion.folder_entry:convert_folder_entry",
         ],
     },
 )

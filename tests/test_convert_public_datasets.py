@@ -1,0 +1,182 @@
+"""The public-dataset converters of dataset_conversion/ on fake source trees in the published layouts
+(file names, label values, table columns, several exams per patient) rendered by the synthetic
+generator; the converted NYUMets cohort then goes through planning, preprocessing and training."""
+
+from __future__ import annotations
+
+import json
+import math
+import runpy
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+
+from conversion_sources import brats_labels, rendered_cases, save, write_brats_mets, write_nyumets, write_ucsf_bmsr
+from glmil_auto.dataset.image_io import Geometry, geometry_mismatches, read_image
+from glmil_auto.dataset.verify import verify_dataset
+from glmil_auto.dataset_conversion import nyumets_outcomes as outcomes
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "dataset_conversion"
+
+
+def script(name: str):
+    """The ``main(argv) -> int`` of a dataset_conversion/ script."""
+    return runpy.run_path(str(SCRIPTS / f"{name}.py"), run_name="converter")["main"]
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def test_ucsf_bmsr_keeps_exams_of_a_patient_together(tmp_path, capsys):
+    source, subjects = write_ucsf_bmsr(tmp_path / "UCSF-BMSR", exams_per_patient=(2, 1, 2))
+    main = script("Dataset101_UCSFBMSR")
+    assert main(["-i", str(source), "-o", str(tmp_path / "raw"), "--no_progress"]) == 0
+    folder = tmp_path / "raw" / "Dataset101_UCSFBMSR"
+    assert verify_dataset(folder, progress=False).ok
+    spec = read_json(folder / "dataset.json")
+    assert spec["channel_names"] == {"0": "T1c", "1": "T1", "2": "FLAIR", "3": "subtraction"}
+    assert spec["labels"] == {"background": 0, "metastasis": 1} and spec["lesion_labels"] == [1]
+    assert spec["numTraining"] == 5 and spec["patient_column"] == "patient_id" and spec["endpoints"] == {}
+    assert spec["clinical_features"] == {"sex": "categorical", "age": "numeric", "cancer_type": "categorical",
+                                         "field_strength_t": "numeric", "prior_surgery": "binary"}
+    table = pd.read_csv(folder / "clinicalTr.csv", dtype=str, keep_default_na=False)
+    assert list(table["case_id"]) == ["100101A", "100101B", "100102A", "100103A", "100103B"]
+    assert list(table["patient_id"]) == ["100101", "100101", "100102", "100103", "100103"]
+    merged = table.merge(subjects, left_on="case_id", right_on="SubjectID")
+    assert (merged["sex"] == merged["Sex"]).all() and (merged["cancer_type"] == merged["CancerType"]).all()
+    assert [float(v) for v in merged["field_strength_t"]] == [float(v) for v in merged["Scanner Strength (Tesla)"]]
+    assert list(merged["prior_surgery"].astype(float)) == [1.0, 1.0, 0.0, 0.0, 0.0]
+    assert list(merged["brats_id"]) == list(merged["BraTS_ID"])
+    for k, (_, rc) in enumerate(rendered_cases(5)):  # exams in order: channel 0 is T1post, the mask as drawn
+        case = table["case_id"][k]
+        np.testing.assert_array_equal(read_image(folder / "imagesTr" / f"{case}_0000.nii.gz")[0], rc.t1c)
+        np.testing.assert_array_equal(read_image(folder / "labelsTr" / f"{case}.nii.gz")[0], rc.mask)
+
+    # a segmentation that is not binary stops the conversion, naming the file
+    _, rc = rendered_cases(5)[0]
+    save(brats_labels(rc.mask), rc.grid, source / "100101A" / "100101A_seg.nii.gz", sitk.sitkUInt8)
+    assert main(["-i", str(source), "-o", str(tmp_path / "raw"), "--overwrite", "--no_progress"]) == 1
+    err = capsys.readouterr().err
+    assert "expected a binary segmentation" in err and "100101A_seg.nii.gz" in err
+
+
+def test_brats_mets_keeps_oedema_as_context_and_reads_survival(tmp_path, capsys):
+    source = write_brats_mets(tmp_path / "BraTS-METS", timepoints=(1, 2, 1))
+    (source / "BraTS-MET-00009-000").mkdir()  # a validation case: images but no segmentation
+    save(np.zeros((4, 4, 4), np.float32), Geometry((4, 4, 4), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1)),
+         source / "BraTS-MET-00009-000" / "BraTS-MET-00009-000-t1c.nii.gz")
+    clinical = pd.DataFrame({"BraTS_MET_ID": ["BraTS-MET-00002-000", "BraTS-MET-00003-000", "BraTS-MET-00003-001"],
+                             "Age": ["61", "70", "70"], "Sex": ["F", "M", "M"], "Primary": ["lung", "breast", "breast"],
+                             "OS_days": ["300", "0", "95"], "Deceased": ["Yes", "No", "no"]})
+    clinical.to_csv(tmp_path / "pretreat.csv", index=False)
+    main = script("Dataset102_BraTSMETS")
+    assert main(["-i", str(source), "-o", str(tmp_path / "raw"), "--clinical", str(tmp_path / "pretreat.csv"),
+                 "--no_progress"]) == 0
+    err = capsys.readouterr().err
+    assert "case BraTS-MET-00009-000" in err and "skipped: no segmentation" in err
+    assert "case BraTS-MET-00004-000" in err and "no row in the clinical table" in err
+    folder = tmp_path / "raw" / "Dataset102_BraTSMETS"
+    assert verify_dataset(folder, progress=False).ok
+    spec = read_json(folder / "dataset.json")
+    assert spec["labels"] == {"background": 0, "necrotic_core": 1, "oedema": 2, "enhancing_tumour": 3}
+    assert spec["lesion_labels"] == [1, 3] and spec["patient_column"] == "patient_id"
+    assert spec["channel_names"] == {"0": "T1c", "1": "T1", "2": "FLAIR", "3": "T2"}
+    assert spec["endpoints"] == {"os": {"type": "survival", "time": "os_months", "event": "os_event"}}
+    assert spec["clinical_features"] == {"age": "numeric", "sex": "categorical", "primary": "categorical"}
+    table = pd.read_csv(folder / "clinicalTr.csv", dtype={"case_id": str, "patient_id": str})
+    assert list(table["case_id"]) == ["BraTS-MET-00002-000", "BraTS-MET-00003-000", "BraTS-MET-00003-001",
+                                      "BraTS-MET-00004-000"]
+    assert list(table["patient_id"]) == ["BraTS-MET-00002", "BraTS-MET-00003", "BraTS-MET-00003", "BraTS-MET-00004"]
+    np.testing.assert_allclose(table["os_months"], [round(300 / 30.4375, 3), np.nan, round(95 / 30.4375, 3), np.nan])
+    np.testing.assert_allclose(table["os_event"], [1, np.nan, 0, np.nan])  # time 0: unknown
+    values = set()
+    for k, (_, rc) in enumerate(rendered_cases(4, seed=1)):
+        label, geometry = read_image(folder / "labelsTr" / f"{table['case_id'][k]}.nii.gz")
+        np.testing.assert_array_equal(label, brats_labels(rc.mask))  # labels kept exactly, oedema included
+        assert geometry_mismatches(rc.grid, geometry) == []
+        values |= set(np.unique(label).tolist())
+    assert values == {0, 1, 2, 3}
+
+    # renamed columns, then an id column that does not exist
+    clinical.rename(columns={"OS_days": "Survival_days"}).to_csv(tmp_path / "renamed.csv", index=False)
+    args = ["-i", str(source), "-o", str(tmp_path / "raw"), "--overwrite", "--no_progress", "--clinical",
+            str(tmp_path / "renamed.csv")]
+    assert main(args + ["--column", "os_time=Survival_days"]) == 0
+    assert "os" in read_json(folder / "dataset.json")["endpoints"]
+    assert main(args) == 0 and read_json(folder / "dataset.json")["endpoints"] == {}  # no time column: not declared
+    assert main(args + ["--column", "id=Patient"]) == 1
+    assert "lacks column(s) ['Patient']" in capsys.readouterr().err
+    assert main(args + ["--column", "nonsense=x"]) == 2
+
+
+def test_nyumets_outcomes_at_the_pretreatment_study(tmp_path, capsys):
+    source, expected = write_nyumets(tmp_path / "NYUMets", n_patients=5)
+    main = script("Dataset103_NYUMets")
+    assert main(["-i", str(source), "-o", str(tmp_path / "raw"), "--no_progress"]) == 0
+    assert "case 1005" in capsys.readouterr().err  # its only segmented study is after Gamma Knife
+    folder = tmp_path / "raw" / "Dataset103_NYUMets"
+    assert verify_dataset(folder, progress=False).ok
+    spec = read_json(folder / "dataset.json")
+    assert spec["channel_names"] == {"0": "T1c", "1": "T1", "2": "T2", "3": "FLAIR"}
+    assert spec["endpoints"] == {"local_failure": {"type": "binary"}, "distant_failure": {"type": "binary"},
+                                 "os": {"type": "survival", "time": "os_months", "event": "os_event"}}
+    assert spec["patient_column"] == "patient_id" and spec["endpoint_horizon_days"] == 365
+    assert {"age_diagnosis", "primary_histology", "prior_wbrt", "kps", "gk_total_target_volume",
+            "gk_min_margin_dose"} <= set(spec["clinical_features"])
+    table = pd.read_csv(folder / "clinicalTr.csv", dtype={"case_id": str, "patient_id": str}).set_index("case_id")
+    assert sorted(table.index) == sorted(expected) == ["1001_s2", "1002_s1", "1003_s1", "1004_s1"]
+    for case, truth in expected.items():
+        row = table.loc[case]
+        for column in ("local_failure", "distant_failure", "os_months", "os_event"):
+            assert (math.isnan(truth[column]) and math.isnan(row[column])) or row[column] == truth[column], (case, column)
+        assert row["patient_id"] == truth["patient_id"] and row["gk_num_targets"] == truth["n_targets"]
+        assert row["gk_total_target_volume"] == pytest.approx(truth["total_volume"], abs=1e-6)
+    assert (table["kps"] == 80).all()
+    for k, (_, rc) in enumerate(rendered_cases(5, seed=2)[:4]):
+        case = sorted(expected)[k]
+        mask, g = read_image(folder / "labelsTr" / f"{case}.nii.gz")
+        np.testing.assert_array_equal(mask, (rc.mask > 0).astype(np.uint8))  # numbered lesions -> label 1
+        t2, g2 = read_image(folder / "imagesTr" / f"{case}_0002.nii.gz")  # T2 came on a 2x coarser grid
+        assert geometry_mismatches(rc.grid, g) == [] and g2.shape == rc.grid.shape
+        np.testing.assert_allclose(g2.origin, rc.grid.origin, atol=1e-3)
+        np.testing.assert_allclose(g2.spacing, rc.grid.spacing, rtol=1e-5)
+
+    # the horizon changes what is known: "ever" makes the censored patient's failures 0
+    assert main(["-i", str(source), "-o", str(tmp_path / "raw"), "--overwrite", "--no_progress",
+                 "--horizon-days", "0"]) == 0
+    table = pd.read_csv(folder / "clinicalTr.csv", dtype={"case_id": str}).set_index("case_id")
+    assert table.loc["1004_s1", "local_failure"] == 0 and table.loc["1004_s1", "distant_failure"] == 0
+
+
+def test_nyumets_binary_failure_rule():
+    times, counts = np.array([-5, 30, 200, 500.0]), np.array([0, 0, 1, 0.0])
+    assert outcomes.binary_failure(times, counts, 365, 500, math.nan) == 1
+    assert outcomes.binary_failure(times, counts, 100, 500, math.nan) == 0  # event after the horizon
+    assert math.isnan(outcomes.binary_failure(times[:2], counts[:2], 365, 30, math.nan))  # censored early
+    assert outcomes.binary_failure(times[:2], counts[:2], 365, 30, 60) == 0  # died first: competing event
+    assert math.isnan(outcomes.binary_failure(np.array([-5.0]), np.array([3.0]), None, 0, math.nan))  # pre-GK only
+    assert all(math.isnan(v) for v in outcomes.overall_survival(math.nan, 0))
+    assert outcomes.overall_survival(math.nan, 61) == (round(61 / 30.4375, 3), 0.0)
+    assert outcomes.death_days(math.nan, np.array([10, 50.0]), np.array([0, 1.0])) == 50
+
+
+def test_converted_nyumets_plans_preprocesses_and_trains(tmp_path, monkeypatch):
+    from conversion_training import plan_preprocess_and_train
+
+    source, expected = write_nyumets(tmp_path / "NYUMets", n_patients=9)
+    main = script("Dataset103_NYUMets")
+    assert main(["-i", str(source), "-o", str(tmp_path / "raw"), "--sequences", "CT1", "FLAIR", "--no_progress"]) == 0
+    assert read_json(tmp_path / "raw" / "Dataset103_NYUMets" / "dataset.json")["numTraining"] == 8
+
+    trainer = plan_preprocess_and_train(103, tmp_path / "raw", tmp_path, monkeypatch)
+    preprocessed = tmp_path / "preprocessed" / "Dataset103_NYUMets"
+    assert (preprocessed / "plans.json").is_file()
+    assert len(trainer.log) == 1 and math.isfinite(trainer.log[0]["train"]["loss"])
+    fold = tmp_path / "results" / "Dataset103_NYUMets" / "ConvertedTinyTrainer__plans" / "fold_0"
+    assert (fold / "checkpoint_final.pt").is_file()
+    predictions = pd.read_csv(fold / "validation" / "predictions.csv", dtype={"case_id": str})
+    assert set(predictions["case_id"]) <= set(expected) and len(predictions) >= 1
