@@ -33,7 +33,7 @@ TOP_LEVEL_KEYS = {
 }
 CASE_KEYS = {
     "spacing_canonical", "shape_canonical", "head_bbox_shape", "head_extent_mm", "head_volume_mm3",
-    "brain_region_intensity", "lesions", "n_lesions", "group",
+    "brain_region_intensity", "lesions", "n_lesions", "group", "skull_stripped", "skull_stripping",
 }
 SUMMARY_KEYS = {
     "spacing_canonical": {"median", "percentile_10", "percentile_90", "min", "max"},
@@ -43,6 +43,7 @@ SUMMARY_KEYS = {
     "lesion_diameter_mm": {"min", "percentile_05", "median", "percentile_95", "max"},
     "lesion_volume_mm3": {"min", "median", "percentile_95", "max", "total_median_per_case"},
     "lesion_extent_mm": {"median", "percentile_95", "max"},
+    "skull_stripping": {"n_cases", "n_skull_stripped", "fraction_skull_stripped", "cohort"},
 }
 INTENSITY_KEYS = {"mean", "median", "std", "min", "max", "percentile_99_5", "percentile_00_5"}
 BRAIN_KEYS = {"mean", "std", "median", "percentile_00_5", "percentile_99_5"}
@@ -87,7 +88,7 @@ def test_schema_complete_and_strict_json(synthetic_fingerprint):
     fp = synthetic_fingerprint
     assert TOP_LEVEL_KEYS <= set(fp)
     json.dumps(fp, allow_nan=False)  # no NaN / inf anywhere
-    assert fp["fingerprint_version"] == 1
+    assert fp["fingerprint_version"] == 2
     assert fp["dataset_name"] == "Dataset001_SynthBrainMets"
     assert fp["channel_names"] == {"0": "T1c", "1": "FLAIR"}
     assert fp["num_training_cases"] == 5 == len(fp["cases"]) == len(fp["spacings"]) == len(fp["shapes_after_crop"])

@@ -115,7 +115,8 @@ class CasePrediction:
         content = {"case_id": self.case_id, "predictions": {k: v for k, v in self.row.items() if k != "case_id"},
                    "per_fold": self.per_fold, "lesions": self.lesions, "gate_weights": self.gate_weights,
                    "n_lesions": props.get("n_lesions"), "n_instances": props.get("n_instances"),
-                   "dropped_lesion_labels": props.get("dropped_lesion_labels", []), "warnings": self.warnings}
+                   "dropped_lesion_labels": props.get("dropped_lesion_labels", []),
+                   "skull_stripped": props.get("skull_stripped"), "warnings": self.warnings}
         if self.explanation is not None:
             content["explanation"] = self.explanation
         return content

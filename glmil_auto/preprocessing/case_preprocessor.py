@@ -4,11 +4,13 @@ This is the only preprocessing code path: training cases, held-out cases and, la
 at prediction time all go through :meth:`CasePreprocessor.run_case`, so a model never sees data
 prepared differently from what it was trained on.
 
-Steps: canonical orientation (axis swaps and flips, exact) -> head mask and its depth map ->
-brain region -> per-channel normalisation -> global volume (channels + lesion-mask channel) on
-an isotropic grid centred on the head -> lesion instances (26-connected components), the largest
-``max_instances`` kept -> for every kept lesion and every context scale, a patch centred on its
-centroid (channels + that lesion's own mask), padded with the background level at the borders.
+Steps: canonical orientation (axis swaps and flips, exact) -> skull-stripping detection (when the
+plans ask for it) -> head mask and its depth map -> brain region (for a skull-stripped case all
+three come from the nonzero region, see :mod:`glmil_auto.imaging.case_regions`) -> per-channel
+normalisation -> global volume (channels + lesion-mask channel) on an isotropic grid centred on
+the head -> lesion instances (26-connected components), the largest ``max_instances`` kept -> for
+every kept lesion and every context scale, a patch centred on its centroid (channels + that
+lesion's own mask), padded with the background level at the borders.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ import numpy as np
 
 from glmil_auto.dataset.image_io import Geometry
 from glmil_auto.dataset.lesion_instances import find_lesion_instances
-from glmil_auto.imaging.head_mask import bounding_box, brain_region, depth_mm, head_mask
+from glmil_auto.imaging.case_regions import case_regions
+from glmil_auto.imaging.head_mask import bounding_box
 from glmil_auto.imaging.orientation import to_canonical
+from glmil_auto.imaging.skull_stripping import SCALP_AND_SKULL_MM
 from glmil_auto.preprocessing.normalisation import normalise_channels
 from glmil_auto.preprocessing.resampling import grid_centred_on, resample_to_grid
 from glmil_auto.preprocessing.storage import check_finite
@@ -62,9 +66,16 @@ class CasePreprocessor:
         mask_c, _ = to_canonical(np.asarray(lesion_mask, dtype=bool), geometry)
         spacing_zyx = canonical.spacing_zyx
 
-        head = head_mask(images_c)
-        depth = depth_mm(head, spacing_zyx)
-        brain = brain_region(head, spacing_zyx, self.config["brain_margin_mm"], depth=depth)
+        # plans written before skull-stripping detection have no "skull_stripping" section: every
+        # case is then treated as unstripped, as those plans' preprocessed data was
+        stripping = self.config.get("skull_stripping")
+        regions = case_regions(
+            images_c, spacing_zyx, self.config["brain_margin_mm"], detect_stripping=stripping is not None,
+            scalp_and_skull_mm=(stripping or {}).get("scalp_and_skull_mm", SCALP_AND_SKULL_MM),
+        )
+        if regions.skull_stripped:
+            logger.info("case %s is skull-stripped (%s)", case_id, regions.check.reason)
+        head, depth, brain = regions.head, regions.depth, regions.brain
         normalised, stats = normalise_channels(images_c, brain, head, self.config["normalisation"])
         background = [stats[str(c)]["background"] for c in range(normalised.shape[0])]
 
@@ -89,6 +100,7 @@ class CasePreprocessor:
             "original_geometry": geometry.to_dict(),
             "canonical_geometry": canonical.to_dict(),
             "head_bbox_canonical": [list(b) for b in box],
+            "skull_stripped": regions.skull_stripped,
             "normalisation": stats,
             "global_geometry": global_geometry.to_dict(),
             "lesions": lesion_table,

@@ -21,7 +21,8 @@ from glmil_auto.evaluation.radiomics_peer.shape import covariance_shape, mesh_sp
 from glmil_auto.evaluation.radiomics_peer.surroundings import (
     AIR_MARGIN_Z, SHELLS_MM, _dark, _distance_to, _edt, _oedema, _padded_box,
 )
-from glmil_auto.imaging.head_mask import bounding_box, brain_region, depth_mm, head_mask
+from glmil_auto.imaging.case_regions import case_regions
+from glmil_auto.imaging.head_mask import bounding_box
 from glmil_auto.imaging.orientation import to_canonical
 from glmil_auto.preprocessing.normalisation import normalise_channels
 
@@ -95,9 +96,8 @@ def lesion_features(
     labelled = np.ascontiguousarray(labelled)
     spacing = np.asarray(canonical.spacing_zyx, dtype=float)
     voxel_volume = float(np.prod(spacing))
-    head = head_mask(images_c)
-    depth = depth_mm(head, spacing)
-    brain = brain_region(head, spacing, brain_margin_mm, depth=depth)
+    regions = case_regions(images_c, spacing, brain_margin_mm)  # skull-stripped cases as preprocessing does
+    head, depth, brain = regions.head, regions.depth, regions.brain
     schemes = {str(c): {"scheme": "zscore_brain"} for c in range(images_c.shape[0])}
     normalised, norm_stats = normalise_channels(images_c, brain, head, schemes)
     t1 = normalised[t1c]

@@ -20,7 +20,8 @@ from glmil_auto.experiment_planning.fingerprint.nnunet_compatible import (
     NnunetCaseProperties,
     nnunet_case_properties,
 )
-from glmil_auto.imaging.head_mask import bounding_box, brain_region, head_mask
+from glmil_auto.imaging.case_regions import case_regions
+from glmil_auto.imaging.head_mask import bounding_box
 from glmil_auto.imaging.orientation import to_canonical
 
 BRAIN_SAMPLES_PER_CASE = 10_000  # per channel, pooled over cases for the dataset summary
@@ -69,10 +70,11 @@ def fingerprint_case(
     spacing_zyx = np.asarray(canonical.spacing_zyx, dtype=float)
     voxel_volume = float(np.prod(spacing_zyx))
 
-    head = head_mask(canonical_images)
+    # a skull-stripped case's head and brain region are its nonzero region (imaging/case_regions.py)
+    regions = case_regions(canonical_images, canonical.spacing_zyx, BRAIN_MARGIN_MM, detect_stripping=True)
+    head, brain = regions.head, regions.brain
     box = bounding_box(head)
     box_shape = [int(stop - start) for start, stop in box]
-    brain = brain_region(head, canonical.spacing_zyx, margin_mm=BRAIN_MARGIN_MM)
 
     brain_statistics, brain_samples = {}, []
     for channel, image in enumerate(canonical_images):
@@ -93,6 +95,8 @@ def fingerprint_case(
         "head_volume_mm3": float(head.sum()) * voxel_volume,
         "brain_region_volume_mm3": float(brain.sum()) * voxel_volume,
         "brain_region_intensity": brain_statistics,
+        "skull_stripped": bool(regions.skull_stripped),
+        "skull_stripping": regions.check.to_dict(),
         "lesions": [lesion.to_dict() for lesion in lesions],
         "n_lesions": len(lesions),
         "lesion_volume_mm3_total": float(sum(lesion.volume_mm3 for lesion in lesions)),

@@ -34,7 +34,7 @@ from glmil_auto.utilities.atomic_files import write_json_atomic
 from glmil_auto.utilities.content_hash import json_sha256
 from glmil_auto.utilities.worker_init import single_threaded_image_worker
 
-FINGERPRINT_VERSION = 1
+FINGERPRINT_VERSION = 2  # 2: skull-stripping detection (a stripped case's head box is its nonzero region)
 FINGERPRINT_FILE = "dataset_fingerprint.json"
 
 
@@ -165,6 +165,7 @@ class DatasetFingerprintExtractor:
             **summaries.geometry_summary(list(records.values())),
             **summaries.lesion_summary(list(records.values())),
             "brain_region_intensity_per_channel": summaries.pooled_intensity_summary(brain_pooled),
+            "skull_stripping": summaries.skull_stripping_summary(list(records.values())),
         }
         return {
             "fingerprint_version": self.fingerprint_version,

@@ -93,6 +93,19 @@ def lesion_summary(records: Sequence[dict]) -> dict[str, dict]:
     }
 
 
+def skull_stripping_summary(records: Sequence[dict]) -> dict[str, Any]:
+    """How many cases are skull-stripped (per-case detection, imaging/skull_stripping.py), and the
+    cohort's kind: ``unstripped``, ``skull_stripped`` or ``mixed``."""
+    n = len(records)
+    k = sum(1 for r in records if r.get("skull_stripped"))
+    return {
+        "n_cases": n,
+        "n_skull_stripped": k,
+        "fraction_skull_stripped": k / n if n else None,
+        "cohort": "unstripped" if k == 0 else "skull_stripped" if k == n else "mixed",
+    }
+
+
 def pooled_intensity_summary(samples_per_channel: Sequence[np.ndarray]) -> dict[str, dict]:
     """mean, std, median, percentile_00_5, percentile_99_5 of each channel's pooled sample."""
     statistics = ("mean", "std", "median", "percentile_00_5", "percentile_99_5")

@@ -19,6 +19,7 @@ from glmil_auto.experiment_planning.device_profile import DeviceProfile
 from glmil_auto.experiment_planning.planners.configuration_search import (
     Configuration, LadderLimits, degradation_ladder, first_that_fits)
 from glmil_auto.experiment_planning.plans_io import DEFAULT_PLANS_NAME, PLANS_VERSION
+from glmil_auto.imaging import skull_stripping
 
 
 class PlanningError(RuntimeError):
@@ -64,6 +65,7 @@ class GLMILPlanner:
     epoch_range = {"cpu": (10, 60), "cuda": (20, 1000)}
     cox_events_per_risk_set = 32
     brain_margin_mm = 10.0
+    scalp_and_skull_mm = skull_stripping.SCALP_AND_SKULL_MM  # added to a stripped case's brain depth
 
     def __init__(self, fingerprint: dict[str, Any], dataset_json: dict[str, Any], device: DeviceProfile,
                  plans_name: str = DEFAULT_PLANS_NAME):
@@ -99,6 +101,38 @@ class GLMILPlanner:
             else:
                 out[channel] = {"scheme": "zscore_brain"}
         return out
+
+    def plan_skull_stripping(self) -> dict[str, Any]:
+        """The rule (hashed with the preprocessing): every case, at preprocessing and at prediction
+        time, is checked on its own, so that a mixed cohort and a new centre of either kind are each
+        handled as what they are; the criterion's constants are recorded so that changing them
+        invalidates preprocessed data."""
+        return {
+            "detection": "per_case",
+            "criterion": {
+                "min_background_fraction": skull_stripping.MIN_BACKGROUND_FRACTION,
+                "max_stray_fraction": skull_stripping.MAX_STRAY_FRACTION,
+                "max_inside_zero_fraction": skull_stripping.MAX_INSIDE_ZERO_FRACTION,
+                "outer_shell_mm": skull_stripping.OUTER_SHELL_MM,
+                "skull_shell_mm": list(skull_stripping.SKULL_SHELL_MM),
+                "min_scalp_contrast": skull_stripping.MIN_SCALP_CONTRAST,
+            },
+            "stripped_case": "head mask and normalisation region = nonzero region (no erosion); "
+                             "depth = depth below the brain surface + scalp_and_skull_mm",
+            "scalp_and_skull_mm": self.scalp_and_skull_mm,
+        }
+
+    def skull_stripping_detection(self) -> dict[str, Any]:
+        """What the fingerprint found in the training cases (outside the plans hash: adding a case
+        changes the fraction, not how any other case is preprocessed). ``None`` values for a
+        fingerprint written before detection existed."""
+        found = self._summary.get("skull_stripping") or {}
+        return {
+            "training_cases": self.fingerprint["num_training_cases"],
+            "skull_stripped_training_cases": found.get("n_skull_stripped"),
+            "fraction_skull_stripped": found.get("fraction_skull_stripped"),
+            "cohort": found.get("cohort"),
+        }
 
     # ------------------------------------------------------------------ fixed by the data
     def local_base_spacing(self) -> np.ndarray:
@@ -371,9 +405,11 @@ class GLMILPlanner:
             "device_profile": self.device.to_dict(),
             "channel_names": channels,
             "num_input_channels": len(channels) + 1,  # + the lesion-mask channel
+            "skull_stripping": self.skull_stripping_detection(),
             "preprocessing": {
                 "orientation": "nearest LPS axis order (axis swaps and flips only)",
                 "brain_margin_mm": self.brain_margin_mm,
+                "skull_stripping": self.plan_skull_stripping(),
                 "normalisation": self.plan_normalisation(),
                 "global": {k: global_plan[k] for k in ("target_spacing", "input_shape")},
                 "local": {k: local_plan[k] for k in ("target_spacing", "patch_size", "scales", "max_instances", "instance_policy")},
