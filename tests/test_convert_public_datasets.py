@@ -180,3 +180,34 @@ def test_converted_nyumets_plans_preprocesses_and_trains(tmp_path, monkeypatch):
     assert (fold / "checkpoint_final.pt").is_file()
     predictions = pd.read_csv(fold / "validation" / "predictions.csv", dtype={"case_id": str})
     assert set(predictions["case_id"]) <= set(expected) and len(predictions) >= 1
+
+
+def test_converted_ucsf_bmsr_and_brats_mets_plan_preprocess_and_train(tmp_path, monkeypatch):
+    """Both outputs run through glmil_plan_and_preprocess; BraTS-METS with its survival table also
+    trains (UCSF-BMSR publishes no outcome, so there is nothing to train on: it is planned and
+    preprocessed for use as an unlabelled or externally labelled cohort)."""
+    from conversion_training import plan_preprocess_and_train
+
+    from glmil_auto.experiment_planning.device_profile import DeviceProfile
+    from glmil_auto.preprocessing.plan_and_preprocess import plan_and_preprocess
+
+    raw = tmp_path / "raw"
+    source, _ = write_ucsf_bmsr(tmp_path / "UCSF-BMSR", exams_per_patient=(2, 1, 2))
+    assert script("Dataset101_UCSFBMSR")(["-i", str(source), "-o", str(raw), "--no_progress"]) == 0
+    monkeypatch.setenv("glmil_raw", str(raw))
+    monkeypatch.setenv("glmil_preprocessed", str(tmp_path / "preprocessed"))
+    plan_and_preprocess(101, num_processes=1, device=DeviceProfile("cpu", "cpu", 0.5, 2), progress=False)
+    preprocessed = tmp_path / "preprocessed" / "Dataset101_UCSFBMSR"
+    assert len(list((preprocessed / "plans" / "Tr").glob("*.json"))) == 5
+
+    source = write_brats_mets(tmp_path / "BraTS-METS", timepoints=(1, 2, 1, 1, 1))
+    ids = sorted(p.name for p in source.iterdir())
+    pd.DataFrame({"BraTS_MET_ID": ids, "Age": ["60"] * len(ids), "Sex": ["F", "M"] * (len(ids) // 2) + ["F"] * (len(ids) % 2),
+                  "Primary": ["lung"] * len(ids), "OS_days": [str(100 + 40 * k) for k in range(len(ids))],
+                  "Deceased": ["Yes", "No"] * (len(ids) // 2) + ["Yes"] * (len(ids) % 2)}).to_csv(tmp_path / "os.csv",
+                                                                                                 index=False)
+    assert script("Dataset102_BraTSMETS")(["-i", str(source), "-o", str(raw), "--clinical", str(tmp_path / "os.csv"),
+                                           "--no_progress"]) == 0
+    trainer = plan_preprocess_and_train(102, raw, tmp_path, monkeypatch)
+    assert len(trainer.log) == 1 and math.isfinite(trainer.log[0]["train"]["loss"])
+    assert [e["name"] for e in trainer.endpoints] == ["os"]
