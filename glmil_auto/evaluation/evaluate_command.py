@@ -99,6 +99,7 @@ def run_evaluation(args: argparse.Namespace, command: list[str]) -> dict[str, An
         model_folder = model_folder_for(args.dataset, args.trainer, args.plans)
         predictions = inputs.cross_validation_predictions(model_folder, spec)
         table, clinical_path = train_table, layout.clinical_file(dataset.folder, "Tr")
+        documents = {}
         groups = predictions["fold"] if args.by is None else None
         baselines = inputs.read_baseline_arguments(args.baseline, spec)
         try:  # fitted per fold on the fold's training cases, scored on its validation cases
@@ -113,7 +114,9 @@ def run_evaluation(args: argparse.Namespace, command: list[str]) -> dict[str, An
         model_folder = inputs.model_folder_of(args.input.parent)
         groups = None
         baselines = inputs.read_baseline_arguments(args.baseline, spec)
-        baselines.update(_automatic_baselines(spec, dataset, train_table, table, predictions, args.input.parent,
+        documents = inputs.case_documents(args.input.parent, [c for c in table.index.astype(str)
+                                                              if c in predictions.index])
+        baselines.update(_automatic_baselines(spec, dataset, train_table, table, predictions, documents,
                                               model_folder, baselines_info))
     table = table.set_axis(pd.Index(table.index.astype(str), name=table.index.name), axis=0)
     by = args.by if args.by is not None else (None if args.cv else spec.group_column)
@@ -147,14 +150,14 @@ def run_evaluation(args: argparse.Namespace, command: list[str]) -> dict[str, An
                "group_column": by if by is not None else ("fold" if args.cv else None),
                "horizons": list(args.horizons), "n_bootstrap": args.n_bootstrap, "seed": args.seed,
                "baselines": {**{name: "evaluated" for name in baselines}, **baselines_info}, **body,
-               "shap": _shap(args, model_folder, list(evaluated), list(spec.endpoints))}
+               "shap": _shap(args, model_folder, documents, list(evaluated), list(spec.endpoints))}
     args.output.mkdir(parents=True, exist_ok=True)
     metrics["report"] = _write_report(metrics, args.output / "report.html")
     write_json_atomic(args.output / "metrics.json", metrics)
     return metrics
 
 
-def _automatic_baselines(spec, dataset, train_table, table, predictions, predictions_folder, model_folder,
+def _automatic_baselines(spec, dataset, train_table, table, predictions, documents, model_folder,
                          info: dict[str, str]) -> dict[str, pd.DataFrame]:
     """The clinical model (needs the model's plans, the preprocessed training cases and the
     predicted cases' lesion tables) and the prognostic scores (need ``clinical_scores``)."""
@@ -166,7 +169,7 @@ def _automatic_baselines(spec, dataset, train_table, table, predictions, predict
 
     out: dict[str, pd.DataFrame] = {}
     cases = [c for c in table.index.astype(str) if c in predictions.index]
-    eval_properties = inputs.case_properties(predictions_folder, cases)
+    eval_properties = inputs.case_properties(documents, cases)
     plans_file = None if model_folder is None else Path(model_folder) / "plans.json"
     if eval_properties is None or plans_file is None or not plans_file.is_file():
         info[inputs.CLINICAL_MODEL] = ("skipped: needs glmil_predict's <case>.json files beside the predictions and "
@@ -194,19 +197,16 @@ def _automatic_baselines(spec, dataset, train_table, table, predictions, predict
     return out
 
 
-def _shap(args: argparse.Namespace, model_folder: Path | None, cases: list[str], endpoints: list[str]
-          ) -> dict[str, Any]:
-    """The evaluated cases' SHAP values (``shap_summary``): {} when none were written."""
-    from glmil_auto.evaluation.shap_summary import (
-        cross_validation_explanations,
-        explanations_beside_predictions,
-        shap_summary,
-    )
+def _shap(args: argparse.Namespace, model_folder: Path | None, documents: dict[str, dict[str, Any]],
+          cases: list[str], endpoints: list[str]) -> dict[str, Any]:
+    """The evaluated cases' SHAP values (``shap_summary``): {} when none were written. Held-out:
+    the ``explanation`` blocks of the already-read ``<case>.json`` documents."""
+    from glmil_auto.evaluation.shap_summary import cross_validation_explanations, shap_summary
 
     if args.cv:
         explanations = cross_validation_explanations(model_folder) if model_folder is not None else {}
     else:
-        explanations = explanations_beside_predictions(args.input.parent, cases)
+        explanations = {c: d["explanation"] for c, d in documents.items() if d.get("explanation")}
     wanted = set(cases)
     return shap_summary({c: e for c, e in explanations.items() if c in wanted}, endpoints)
 

@@ -60,15 +60,20 @@ def read_baseline_arguments(arguments: Sequence[str], spec: DatasetSpec) -> dict
     return out
 
 
-def case_properties(predictions_folder: Path, cases: Sequence[str]) -> list[dict[str, Any]] | None:
-    """Each case's lesion table from ``glmil_predict``'s ``<case>.json`` (None when any is missing)."""
-    out = []
+def case_documents(predictions_folder: Path, cases: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``glmil_predict``'s ``<case>.json`` of each case that has one, read once for everything the
+    evaluation takes from them (lesion tables, SHAP explanations)."""
+    out = {}
     for case in cases:
-        path = predictions_folder / f"{case}.json"
-        if not path.is_file():
-            return None
-        out.append(json.loads(path.read_text(encoding="utf-8")))
+        path = Path(predictions_folder) / f"{case}.json"
+        if path.is_file():
+            out[case] = json.loads(path.read_text(encoding="utf-8"))
     return out
+
+
+def case_properties(documents: dict[str, dict[str, Any]], cases: Sequence[str]) -> list[dict[str, Any]] | None:
+    """Each case's ``<case>.json`` (its lesion table) in ``cases`` order; None when any is missing."""
+    return [documents[c] for c in cases] if all(c in documents for c in cases) else None
 
 
 def model_folder_of(predictions_folder: Path) -> Path | None:

@@ -2,7 +2,8 @@
 
 Sources (written by :mod:`glmil_auto.inference.shap_explanations`):
 
-- a held-out cohort: the ``explanation`` block of ``glmil_predict --explain``'s ``<case>.json``;
+- a held-out cohort: the ``explanation`` block of ``glmil_predict --explain``'s ``<case>.json``
+  (read by ``evaluation_inputs.case_documents``);
 - cross-validation: ``fold_<k>/validation/explanations.json`` of the model folder's folds (each
   fold's validation cases explained by that fold against its own validation cases).
 
@@ -18,18 +19,6 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-
-
-def explanations_beside_predictions(predictions_folder: Path, cases: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """``case -> explanation`` from ``<case>.json`` (cases without one are left out)."""
-    out = {}
-    for case in cases:
-        path = Path(predictions_folder) / f"{case}.json"
-        if path.is_file():
-            explanation = json.loads(path.read_text(encoding="utf-8")).get("explanation")
-            if explanation:
-                out[case] = explanation
-    return out
 
 
 def cross_validation_explanations(model_folder: Path) -> dict[str, dict[str, Any]]:

@@ -296,12 +296,22 @@ def harrell_c_with_ci(
         ),
         dtype=float,
     )
+    return _concordance_result((c_index, concordant, discordant, tied_risk, tied_time), replicates, cohort,
+                               n_bootstrap, seed, confidence)
+
+
+def _concordance_result(statistics: tuple, replicates: np.ndarray, cohort: Any, n_bootstrap: int,
+                        seed: int | None, confidence: float, **extra: Any) -> dict[str, Any]:
+    """The result of a C-index with its bootstrap CI: ``statistics`` is sksurv's
+    ``(c_index, concordant, discordant, tied_risk, tied_time)``; ``extra`` keys follow ``confidence``."""
+    c_index, concordant, discordant, tied_risk, tied_time = statistics
     ci_low, ci_high = _percentile_ci(replicates, confidence)
     return {
         "c_index": float(c_index),
         "ci_low": ci_low,
         "ci_high": ci_high,
         "confidence": float(confidence),
+        **extra,
         **cohort.counts(),
         "concordant": int(concordant),
         "discordant": int(discordant),
@@ -365,23 +375,8 @@ def uno_c_with_ci(
             )
         raise ValueError(f"Uno's C is undefined for these data: {exc}{hint}") from exc
     replicates = np.asarray(_bootstrap(cohort.n, n_bootstrap, seed, lambda i: uno(i)[0]), dtype=float)
-    ci_low, ci_high = _percentile_ci(replicates, confidence)
-    return {
-        "c_index": float(c_index),
-        "ci_low": ci_low,
-        "ci_high": ci_high,
-        "confidence": float(confidence),
-        "tau": tau,
-        **cohort.counts(),
-        "n_train": train.n,
-        "concordant": int(concordant),
-        "discordant": int(discordant),
-        "tied_risk": int(tied_risk),
-        "tied_time": int(tied_time),
-        "n_bootstrap": int(n_bootstrap),
-        "n_bootstrap_valid": int(replicates.size),
-        "seed": seed,
-    }
+    return _concordance_result((c_index, concordant, discordant, tied_risk, tied_time), replicates, cohort,
+                               n_bootstrap, seed, confidence, tau=tau, n_train=train.n)
 
 
 def paired_c_difference_test(
