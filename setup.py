@@ -49,6 +49,10 @@ setup(
         # and RTDOSE headers and pixels; pandas reads the Brain-TR-GammaKnife .xlsx tables with openpyxl
         "pydicom>=2.4",
         "openpyxl>=3.1",
+        # IBSI radiomics per lesion (glmil_auto/preprocessing/lesion_features/ibsi.py). 2.5.x because
+        # mirp >= 2.6 requires pandas >= 3 (the project is on pandas 2); ibsi.py uses mirp internals
+        # checked against its public extract_features by tests/test_ibsi_features.py. Pulls itk (~1.5 GB).
+        "mirp==2.5.*",
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-xdist>=3", "lifelines>=0.27"],

@@ -2,8 +2,9 @@
 the clinical + volumetric baseline, a hand-crafted radiomics peer and the ablations.
 
     python benchmarks/accuracy.py [--dataset ID] [--trainer T] [--folds 0 1 2 3 4]
-                                  [--ablations globalOnly localOnly concat clinicalOnly] [--ablation-folds ...]
-                                  [--n-train 200 --n-test 150 --centres 3 --size small --seed 0]
+                                  [--ablations radiomicsOffset noLesionLabels clinicalOffset globalOnly localOnly
+                                               concat clinicalOnly] [--ablation-folds ...]
+                                  [--n-train 200 --n-test 150 --centres 3 --size small --seed 0] [--no-lesion-table]
                                   [--doc documentation/accuracy_measured.md]
 
 Without an existing ``--dataset`` it generates the synthetic cohort (two training centres and an
@@ -13,9 +14,11 @@ the model and of each ablation (trainer ``<T>_<ablation>``), ``glmil_predict`` o
 centre with each fold ensemble, and in this process the clinical baseline and the radiomics peer.
 
 It prints one table per endpoint and cohort (the training centres' out-of-fold predictions, the
-external centre) with rows: ceiling (truth file), the model, the ablations, the clinical baseline
-(logistic / Cox on the clinical variables + lesion count + total volume, fitted on the training
-cases), the radiomics peer (logistic on per-patient aggregates, and a lesion-level noisy-OR);
+external centre) with rows: ceiling (truth file), the model, the ablations (by default
+``radiomicsOffset``, the network's starting point alone, and ``noLesionLabels``, the model trained
+without the lesion table), the clinical baseline (logistic / Cox on the clinical variables + lesion
+count + total volume, fitted on the training cases), the radiomics peer (logistic on per-patient
+aggregates, and a lesion-level noisy-OR, both on the lesion features preprocessing stored);
 each with AUC (binary) or Harrell's C (OS), a bootstrap 95 % CI, the expected AUC under the true
 probabilities and the fraction of the baseline -> ceiling gap it closes. Finished trainings and
 preprocessed cases are reused (``--retrain`` trains again).
@@ -37,7 +40,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-ABLATIONS = ("clinicalOnly", "localOnly", "globalOnly", "concat")  # cheapest first
+# cheapest first; radiomicsOffset is the starting point alone (no CNN training), noLesionLabels the model
+# trained without the lesion table, clinicalOffset the model starting from the clinical model only
+ABLATIONS = ("radiomicsOffset", "clinicalOnly", "localOnly", "globalOnly", "concat", "noLesionLabels", "clinicalOffset")
+DEFAULT_ABLATIONS = ("radiomicsOffset", "noLesionLabels")
 
 
 # ---------------------------------------------------------------------------------------- stages
@@ -92,7 +98,7 @@ def ensure_dataset(args: argparse.Namespace, timer: StageTimer) -> Path:
     timer.run("generate synthetic cohort", [
         _bin("glmil_generate_synthetic"), "-ntr", str(args.n_train), "-nts", str(args.n_test), "-nc", str(args.centres),
         "-s", str(args.size), "--seed", str(args.seed), "-np", str(args.np), "-d", str(args.dataset),
-        "--name", args.name, "--no_progress"])
+        "--name", args.name, "--no_progress", *(["--no-lesion-table"] if args.no_lesion_table else [])])
     return raw_folder() / resolve_dataset_name(args.dataset, [raw_folder()])
 
 
@@ -146,6 +152,18 @@ def out_of_fold(folder: Path, folds: list[str], endpoints: list[dict[str, str]])
 
 
 # ---------------------------------------------------------------------------------------- peers
+def stored_features(context: dict[str, Any], split: str) -> pd.DataFrame:
+    """The lesion features preprocessing stored for a split (the peer and the network read the same)."""
+    from glmil_auto.preprocessing.lesion_features.settings import lesion_feature_names
+    from glmil_auto.preprocessing.lesion_features.stored_features import read_stored_lesion_features
+
+    names = lesion_feature_names(context["plans"]["preprocessing"].get("lesion_features"))
+    if not names:
+        raise SystemExit("the plans store no lesion features: re-run glmil_plan_and_preprocess with this version")
+    cases = [str(c) for c in context["cohorts"][split]["table"].index]
+    return read_stored_lesion_features(context["preprocessed"] / context["plans_name"] / split, cases, names)
+
+
 def fit_peers(args: argparse.Namespace, raw: Path, context: dict[str, Any], timer: StageTimer
               ) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
     """Clinical baseline and radiomics peer: out-of-fold on the training centres (per fold fit on
@@ -156,9 +174,8 @@ def fit_peers(args: argparse.Namespace, raw: Path, context: dict[str, Any], time
     endpoints, plans = context["endpoints"], context["plans"]
     features = plans["clinical"]["features"]
     started = time.perf_counter()
-    lesions = {split: radiomics_peer.extract_dataset_features(raw, split, num_processes=args.np, progress=not args.quiet)
-               for split in context["splits_present"]}
-    timer.record("radiomics peer: lesion features (Tr + Ts)", time.perf_counter() - started)
+    lesions = {split: stored_features(context, split) for split in context["splits_present"]}
+    timer.record("radiomics peer: stored lesion features read (Tr + Ts)", time.perf_counter() - started)
     started = time.perf_counter()
 
     def fit_predict(train: list[str], test: list[str], test_split: str) -> dict[str, pd.DataFrame]:
@@ -221,7 +238,7 @@ def build_context(args: argparse.Namespace, raw: Path) -> dict[str, Any]:
                           "targets_of": lambda cases, table=table: case_targets(table.loc[cases], endpoints, spec)}
     splits = json.loads((pre / "splits_final.json").read_text())
     return {"plans": plans, "spec": spec, "endpoints": endpoints, "cohorts": cohorts, "splits": splits,
-            "splits_present": list(cohorts)}
+            "splits_present": list(cohorts), "preprocessed": pre, "plans_name": DEFAULT_PLANS_NAME}
 
 
 def cohort_tables(args: argparse.Namespace, context: dict[str, Any], cohort: str, cases: list[str],
@@ -271,13 +288,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--name", default="SynthAccuracy", help="name of a generated dataset")
     parser.add_argument("--trainer", default="GLMILTrainer")
     parser.add_argument("--folds", nargs="+", default=["0", "1", "2", "3", "4"])
-    parser.add_argument("--ablations", nargs="*", default=list(ABLATIONS), choices=ABLATIONS)
+    parser.add_argument("--ablations", nargs="*", default=list(DEFAULT_ABLATIONS), choices=ABLATIONS)
     parser.add_argument("--ablation-folds", nargs="+", default=None, help="folds of the ablations (default: --folds)")
     parser.add_argument("--n-train", type=int, default=200)
     parser.add_argument("--n-test", type=int, default=150)
     parser.add_argument("--centres", type=int, default=3, help="including the external one")
     parser.add_argument("--size", default="small", help="synthetic size preset or spacing factor")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-lesion-table", action="store_true",
+                        help="generate the cohort without its lesion table (lesionsTr.csv / lesionsTs.csv)")
     parser.add_argument("--np", type=int, default=2, help="processes for generation and preprocessing")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--tta", action="store_true", help="mirror test-time augmentation at prediction")

@@ -3,13 +3,16 @@
 Each run is a fresh command (a new process tree); peak memory is the largest sum of the resident
 memory of the whole tree (main process plus workers), sampled every 50 ms from /proc. Usage:
 
-    python benchmarks/preprocess.py [--raw RAW_FOLDER] [--dataset 1] [--workers 1 2]
+    python benchmarks/preprocess.py [--raw RAW_FOLDER] [--dataset 1] [--workers 1 2] [--without-features]
 
 Without ``--raw`` the demo synthetic cohort (120 + 40 cases) is generated in a temporary folder.
 Where nnU-Net v2 is installed (``nnUNetv2_plan_and_preprocess`` on the PATH, or ``nnunetv2``
 importable, e.g. ``pip install --no-deps --target DIR nnunetv2 dynamic-network-architectures`` and
 ``PYTHONPATH=DIR``, which keeps this environment's torch), it runs
 ``-c 3d_fullres`` on the same raw folder with the same worker count, and the table shows the ratio.
+``--without-features`` adds a glmil row without the per-lesion radiomic features
+(``--planner GLMILPlannerNoLesionFeatures``), so that their cost shows; the last lines print the
+features' seconds per case and per lesion (hand-crafted + mirp's IBSI families).
 """
 
 from __future__ import annotations
@@ -89,11 +92,27 @@ def _nnunet_command() -> list[str] | None:
     return None
 
 
+def _count_lesions(dataset: Path) -> int:
+    """Lesion components of every label file (imagesTr and imagesTs), for the cost per lesion."""
+    import numpy as np
+    import SimpleITK as sitk
+    from scipy import ndimage
+
+    total = 0
+    for folder in ("labelsTr", "labelsTs"):
+        for path in sorted((dataset / folder).glob("*.nii.gz")) if (dataset / folder).is_dir() else []:
+            mask = sitk.GetArrayFromImage(sitk.ReadImage(str(path))) > 0
+            total += int(ndimage.label(mask, structure=np.ones((3, 3, 3)))[1])
+    return total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--raw", type=Path, default=None, help="raw folder holding the dataset (default: generate the demo cohort)")
     parser.add_argument("--dataset", default="1")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--without-features", action="store_true",
+                        help="also time glmil without the per-lesion radiomic features")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="glmil_bench_"))
@@ -109,6 +128,7 @@ def main() -> None:
         n_cases = sum(1 for split in ("imagesTr", "imagesTs") if (raw / name / split).is_dir()
                       for p in (raw / name / split).glob("*_0000.nii.gz"))
         n_train = sum(1 for _ in (raw / name / "imagesTr").glob("*_0000.nii.gz"))
+        n_lesions = _count_lesions(raw / name)
         rows = []
         for workers in args.workers:
             env = dict(os.environ, glmil_raw=str(raw), glmil_preprocessed=str(work / f"pre_{workers}"),
@@ -117,6 +137,12 @@ def main() -> None:
                 [sys.executable, "-m", "glmil_auto.preprocessing.entry_points", "-d", name, "-np", str(workers),
                  "--no_progress", "-device", "cpu"], env)
             rows.append(("glmil_plan_and_preprocess", workers, n_cases, seconds, peak))
+            if args.without_features:
+                env_plain = dict(env, glmil_preprocessed=str(work / f"pre_plain_{workers}"))
+                seconds, peak = run_measured(
+                    [sys.executable, "-m", "glmil_auto.preprocessing.entry_points", "-d", name, "-np", str(workers),
+                     "--no_progress", "-device", "cpu", "--planner", "GLMILPlannerNoLesionFeatures"], env_plain)
+                rows.append(("glmil_plan_and_preprocess, no lesion features", workers, n_cases, seconds, peak))
             nnunet = _nnunet_command()
             if nnunet:
                 env.update(nnUNet_raw=str(raw), nnUNet_preprocessed=str(work / f"nnunet_pre_{workers}"),
@@ -136,6 +162,13 @@ def main() -> None:
                 ratio = (ours[0][2] / ours[0][3]) / (theirs[0][2] / theirs[0][3])
                 print(f"workers={workers}: throughput glmil/nnU-Net = {ratio:.2f}x, peak memory ratio = "
                       f"{ours[0][4] / theirs[0][4]:.2f}")
+        for workers in args.workers:
+            with_features = [r for r in rows if r[1] == workers and r[0] == "glmil_plan_and_preprocess"]
+            without = [r for r in rows if r[1] == workers and r[0].endswith("no lesion features")]
+            if with_features and without:
+                extra = with_features[0][3] - without[0][3]
+                print(f"workers={workers}: the lesion features cost {extra / n_cases:.3f} s per case, "
+                      f"{extra * workers / max(n_lesions, 1):.3f} CPU-s per lesion ({n_lesions} lesions)")
         if not _nnunet_command():
             print("(nnunetv2 is not installed: pip install nnunetv2 to compare)")
     finally:

@@ -29,9 +29,16 @@ Derivations (one case per converted course, documentation/dicom_conversion.md):
   course is a study with an RTSTRUCT; a patient's courses are numbered 1, 2, ... by study date and
   matched to ``Course #``. Patient ids match when equal as text or, failing that, when their
   digits are the same number (``GK_007`` and ``7``).
-- ``local_failure`` (binary endpoint): 1 when any lesion of the course recurred, 0 when every
-  lesion is known not to have recurred, unknown (empty) otherwise; this rolls the lesion-level
-  local recurrence up to the case (local failure = any treated lesion recurred).
+- ``local_failure`` (binary endpoint, declared ``"aggregation": "any_lesion"``): 1 when any lesion
+  of the course recurred, 0 when every lesion is known not to have recurred, unknown (empty)
+  otherwise; this rolls the lesion-level local recurrence up to the case (local failure = any
+  treated lesion recurred).
+- ``lesionsTr.csv``: the lesion-level recurrence itself, one row per lesion: each lesion_level row
+  is matched to the ROI of its course's RTSTRUCT named like its ``Lesion Name`` (case and runs of
+  spaces ignored), and located by a voxel inside that ROI's mask (``x_mm``, ``y_mm``, ``z_mm``,
+  LPS world mm); ``roi_name``, ``patient_id``, ``course`` and the lesion's ``dose_gy`` are kept
+  beside it. A lesion name that is no lesion ROI of its course stops the conversion (naming the
+  patient, the ROI and the spreadsheet); rows of courses without images are skipped (warning).
 - ``n_lesions_treated`` (numeric): lesion rows of the course.
 - ``prescription_dose_gy`` (numeric, declared only when some course has one): the smallest
   lesion prescription of the course from ``Dose (Gy)`` (the least-covered lesion drives local
@@ -60,6 +67,11 @@ from glmil_auto.dataset.problems import DatasetError
 from glmil_auto.dataset_conversion.dicom_errors import DicomConversionError, DicomProblem, fail
 from glmil_auto.dataset_conversion.dicom_rt_conversion import ConvertedCase, convert_dicom_rt
 from glmil_auto.dataset_conversion.dicom_rt_dose import RtObject, find_rt_objects, plan_prescription_gy, read_dose_grid
+from glmil_auto.dataset_conversion.lesion_outcome_table import (
+    LesionOutcomeTable,
+    any_lesion_endpoint,
+    lesion_outcomes_from_frame,
+)
 from glmil_auto.paths import raw_folder as default_raw_folder
 
 DATASET_ID = 104
@@ -112,7 +124,7 @@ def read_tables(path: Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     if LESION_SHEET not in sheets:
         raise fail(f"sheet {LESION_SHEET!r} is missing; sheets found: {list(sheets)}", file=path)
     lesions = sheets[LESION_SHEET].rename(columns=lambda c: str(c).strip())
-    missing = [c for c in (PATIENT, COURSE, RECURRENCE) if c not in lesions.columns]
+    missing = [c for c in (PATIENT, COURSE, LESION, RECURRENCE) if c not in lesions.columns]
     if missing:
         raise fail(f"sheet {LESION_SHEET!r} lacks column(s) {missing}; columns found: {list(lesions.columns)} "
                    "(the assumed names are at the top of Dataset104_BrainTRGammaKnife.py)", file=path)
@@ -164,12 +176,32 @@ def _match_patient(dicom_id: str, table_ids: set[str]) -> str | None:
 
 
 def course_numbers(records: list[ConvertedCase]) -> dict[str, int]:
-    """Case id -> course number (1, 2, ... by study date within the patient)."""
+    """Case id -> course number (1, 2, ... by study date within the patient); ``records`` may also
+    be the conversion's case plans, which carry the same fields."""
     out = {}
     for patient in {r.patient_id for r in records}:
         own = sorted((r for r in records if r.patient_id == patient), key=lambda r: (r.study_date, r.study_uid))
         out.update({r.case_id: number for number, r in enumerate(own, start=1)})
     return out
+
+
+def lesion_outcomes(lesions: pd.DataFrame, source: Path) -> LesionOutcomeTable:
+    """The lesion_level sheet as lesion-level outcomes: ``local_failure`` from ``Recurrence`` per
+    lesion, matched to its course (``Course #``, the course numbers of :func:`course_numbers`) and
+    to the course's ROI named like ``Lesion Name``; ``Dose (Gy)`` is kept as ``dose_gy``."""
+    courses = lesions[COURSE].astype(str).str.strip()
+    frame = pd.DataFrame({
+        "patient": lesions[PATIENT].astype(str).str.strip(),
+        "course_key": courses,  # matched to the case's course number
+        "roi": lesions[LESION].astype(str).str.strip(),
+        "local_failure": [{1.0: "1", 0.0: "0"}.get(recurrence_value(v), "") for v in lesions[RECURRENCE]],
+        "course": courses,  # kept in lesionsTr.csv as it is
+        "dose_gy": lesions[DOSE].astype(str).str.strip() if DOSE in lesions.columns else "",
+    })
+    return lesion_outcomes_from_frame(
+        frame, source, "patient", "roi", "course_key", ["local_failure"], study_of_cell=lambda c: str(_key("", c)[1]),
+        study_label="course number", match_patient=_match_patient,
+        study_key=lambda plan, plans: str(course_numbers(plans)[plan.case_id]), unmatched="warning")
 
 
 def _rt_for_case(record: ConvertedCase, objects: list[RtObject]) -> tuple[RtObject | None, RtObject | None]:
@@ -255,12 +287,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     warnings: list[DicomProblem] = []
     try:
-        lesions, courses = read_tables(args.table or args.input / TABLE_FILE)
+        table_path = args.table or args.input / TABLE_FILE
+        lesions, courses = read_tables(table_path)
         rolled = roll_up(lesions, courses)
         result = convert_dicom_rt(
             args.input, args.output or default_raw_folder(), DATASET_ID, NAME, [(name, regex)], args.structures,
-            endpoints={"local_failure": {"type": "binary"}}, overwrite=args.overwrite, progress=not args.no_progress,
+            endpoints={"local_failure": any_lesion_endpoint()}, overwrite=args.overwrite, progress=not args.no_progress,
             add_columns=derived_columns(rolled, args.input, warnings),
+            lesion_outcomes=lesion_outcomes(lesions, table_path),
             description="Brain-TR-GammaKnife: Gamma Knife radiosurgery of brain metastases; local_failure = any "
                         "treated lesion of the course recurred (lesion_level sheet)")
     except (DicomConversionError, DatasetError) as exc:

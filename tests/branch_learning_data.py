@@ -93,6 +93,7 @@ def lesion_bags(n_bags: int, rng: np.random.Generator, informative: bool = True)
     patches = np.zeros((n_bags, MAX_LESIONS, 1, 2, PATCH, PATCH, PATCH), np.float32)
     instance_mask = np.zeros((n_bags, MAX_LESIONS), bool)
     necrotic_count = np.zeros(n_bags, int)
+    necrotic_lesions = np.zeros((n_bags, MAX_LESIONS), bool)
     for i in range(n_bags):
         n = sizes[i]
         k = int(rng.integers(1, n + 1)) if labels[i] else 0  # MIL: positive if any lesion is necrotic
@@ -105,6 +106,7 @@ def lesion_bags(n_bags: int, rng: np.random.Generator, informative: bool = True)
             patches[i, j, 0, 1] = mask
         instance_mask[i, :n] = True
         necrotic_count[i] = k
+        necrotic_lesions[i, :n] = necrotic
     descriptors = np.zeros((n_bags, MAX_LESIONS, NUM_DESCRIPTORS), np.float32)
     descriptors[instance_mask] = _descriptors(np.log1p(LESION_VOXELS))  # the same for every lesion
     return {
@@ -115,6 +117,7 @@ def lesion_bags(n_bags: int, rng: np.random.Generator, informative: bool = True)
         "labels": labels,
         "sizes": sizes,
         "necrotic_count": necrotic_count,
+        "necrotic": necrotic_lesions,  # per lesion (the lesion-level outcome), False on padding
     }
 
 

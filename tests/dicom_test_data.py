@@ -166,6 +166,15 @@ def sphere_contours(sphere: Sphere, grid: Grid, points: int = 72) -> list[np.nda
     return out
 
 
+def box_contours(grid: Grid, low_xyz: tuple[int, int, int], high_xyz: tuple[int, int, int]) -> list[np.ndarray]:
+    """Closed square contours on the slices ``low_z..high_z`` of ``grid`` that enclose exactly the
+    voxel centres with indices ``low..high`` (inclusive) in x and y: boxes whose voxels are known,
+    for structures that must touch."""
+    (x0, y0, z0), (x1, y1, z1) = low_xyz, high_xyz
+    corners = [(x0 - 0.4, y0 - 0.4), (x1 + 0.4, y0 - 0.4), (x1 + 0.4, y1 + 0.4), (x0 - 0.4, y1 + 0.4)]
+    return [grid.index_to_world(np.array([[x, y, float(k)] for x, y in corners])) for k in range(z0, z1 + 1)]
+
+
 def write_rtstruct(path: Path, patient: str, study_uid: str, study_date: str, series: SeriesInfo,
                    structures: dict[str, list[np.ndarray]], referenced: bool = True) -> str:
     """An RTSTRUCT with one ROI per entry of ``structures`` (name -> closed contours in world mm)."""

@@ -1,7 +1,8 @@
 """dataset_conversion/Dataset104_BrainTRGammaKnife.py on a fake source tree in the published layout:
 DICOM MR + RTSTRUCT (+ RTPLAN / RTDOSE) per course written with pydicom, the clinical spreadsheet
-with its lesion_level and course_level sheets; recurrence rolled up to the course, the prescription
-dose from the table, the RTPLAN or the RTDOSE, verification, planning and a few training steps."""
+with its lesion_level and course_level sheets; recurrence rolled up to the course and written per
+lesion to lesionsTr.csv (a point inside each lesion's ROI), the prescription dose from the table,
+the RTPLAN or the RTDOSE, verification, planning and a few training steps with the lesion table."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from dicom_test_data import (
     write_rtplan,
     write_rtstruct,
 )
+from glmil_auto.dataset.entry_points import verify_dataset_entry  # noqa: E402
 from glmil_auto.dataset.verify import verify_dataset  # noqa: E402
 
 SCRIPT = Path(__file__).resolve().parents[1] / "dataset_conversion" / "Dataset104_BrainTRGammaKnife.py"
@@ -40,7 +42,7 @@ def _load_script():
 
 
 def _course(root: Path, patient: str, date: str, lesions: dict[str, float], plan_doses: list[float] | None = None,
-            dose_inside_gy: float | None = None, offset: float = 0.0) -> None:
+            dose_inside_gy: float | None = None, offset: float = 0.0) -> dict[str, Sphere]:
     """One course: an axial T1 post-contrast, an RTSTRUCT with one ROI per lesion (plus a Skull ROI that
     is not a lesion), and optionally an RTPLAN and an RTDOSE (``dose_inside_gy`` in a box around the lesions)."""
     folder = root / "Brain-TR-GammaKnife" / patient / date
@@ -62,17 +64,22 @@ def _course(root: Path, patient: str, date: str, lesions: dict[str, float], plan
             return np.where(inside, dose_inside_gy, 2.0)
 
         write_rtdose(folder / "RTDOSE" / "1-1.dcm", patient, study, date, t1c.frame, dose_grid, dose, plan)
+    return spheres
 
 
 @pytest.fixture(scope="module")
-def source(tmp_path_factory) -> Path:
+def source_tree(tmp_path_factory) -> dict:
+    """The download folder and, per case id, the spheres its lesion ROIs were drawn from."""
     root = tmp_path_factory.mktemp("gk") / "Brain-TR-GammaKnife-download"
-    _course(root, "GK_001", "20180305", {"Lesion 1": 5.0, "Lesion 2": 4.0}, plan_doses=[24.0])
-    _course(root, "GK_002", "20180411", {"Lesion 1": 6.0}, plan_doses=[22.0, 21.0])
-    _course(root, "GK_003", "20180520", {"Lesion 1": 5.0, "Lesion 2": 3.5}, dose_inside_gy=16.0)
-    _course(root, "GK_004", "20180602", {"Lesion 1": 4.5, "Lesion 2": 4.0})
-    _course(root, "GK_005", "20190101", {"Lesion 1": 5.0})
-    _course(root, "GK_005", "20190701", {"Lesion 1": 4.0, "Lesion 2": 3.0, "Lesion 3": 3.0}, offset=4.0)
+    truth = {
+        "GK_001": _course(root, "GK_001", "20180305", {"Lesion 1": 5.0, "Lesion 2": 4.0}, plan_doses=[24.0]),
+        "GK_002": _course(root, "GK_002", "20180411", {"Lesion 1": 6.0}, plan_doses=[22.0, 21.0]),
+        "GK_003": _course(root, "GK_003", "20180520", {"Lesion 1": 5.0, "Lesion 2": 3.5}, dose_inside_gy=16.0),
+        "GK_004": _course(root, "GK_004", "20180602", {"Lesion 1": 4.5, "Lesion 2": 4.0}),
+        "GK_005_20190101": _course(root, "GK_005", "20190101", {"Lesion 1": 5.0}),
+        "GK_005_20190701": _course(root, "GK_005", "20190701", {"Lesion 1": 4.0, "Lesion 2": 3.0, "Lesion 3": 3.0},
+                                   offset=4.0),
+    }
     lesions = pd.DataFrame([
         # patient, course, lesion, dose, recurrence
         ("1", "1", "Lesion 1", "20", "No"), ("1", "1", "Lesion 2", "18", "Yes"),
@@ -87,10 +94,19 @@ def source(tmp_path_factory) -> Path:
                             ("3", "1", "70", "F", "Breast"), ("4", "1", "48", "M", "Lung"),
                             ("5", "1", "66", "F", "Renal"), ("5", "2", "66", "F", "Renal")],
                            columns=["unique_pt_id", "Course #", "Age", "Gender", "Primary Diagnosis"])
-    with pd.ExcelWriter(root / "Brain_TR_GammaKnife_Clinical_Information.xlsx") as writer:
+    _write_sheets(root / "Brain_TR_GammaKnife_Clinical_Information.xlsx", lesions, courses)
+    return {"root": root, "truth": truth, "lesions": lesions, "courses": courses}
+
+
+def _write_sheets(path: Path, lesions: pd.DataFrame, courses: pd.DataFrame) -> None:
+    with pd.ExcelWriter(path) as writer:
         lesions.to_excel(writer, sheet_name="lesion_level", index=False)
         courses.to_excel(writer, sheet_name="course_level", index=False)
-    return root
+
+
+@pytest.fixture(scope="module")
+def source(source_tree) -> Path:
+    return source_tree["root"]
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +132,7 @@ def test_recurrence_rolled_up_and_dose_kept(converted):
     assert table.loc["GK_002", "primary"] == "Melanoma" and table.loc["GK_003", "age"] == "70"
     assert table.loc["GK_005_20190101", "patient_id"] == table.loc["GK_005_20190701", "patient_id"] == "GK_005"
     spec = json.loads((converted / "dataset.json").read_text())
-    assert spec["endpoints"] == {"local_failure": {"type": "binary"}}
+    assert spec["endpoints"] == {"local_failure": {"type": "binary", "aggregation": "any_lesion"}}
     assert spec["clinical_features"] == {"n_lesions_treated": "numeric", "prescription_dose_gy": "numeric",
                                          "age": "numeric", "sex": "categorical", "primary": "categorical"}
     assert spec["patient_column"] == "patient_id" and spec["channel_names"] == {"0": "T1c"}
@@ -150,5 +166,66 @@ def test_missing_column_names_the_sheet(source, tmp_path, capsys):
 
 
 def test_plan_preprocess_and_a_few_training_steps(converted, tmp_path, monkeypatch):
+    assert (converted / "lesionsTr.csv").is_file()  # the round trip runs with the lesion table
     trainer = plan_preprocess_and_train(104, converted.parent, tmp_path, monkeypatch)
     assert len(trainer.log) == 1 and np.isfinite(trainer.log[0]["train"]["loss"])
+
+
+def _lesions(folder: Path) -> pd.DataFrame:
+    return pd.read_csv(folder / "lesionsTr.csv", dtype=str, keep_default_na=False)
+
+
+def test_lesion_level_recurrence_is_written_per_lesion(converted):
+    lesions = _lesions(converted)
+    rows = sorted(zip(lesions["case_id"], lesions["roi_name"], lesions["local_failure"], lesions["course"],
+                      lesions["dose_gy"]))
+    assert rows == [
+        ("GK_001", "Lesion 1", "0", "1", "20"), ("GK_001", "Lesion 2", "1", "1", "18"),
+        ("GK_002", "Lesion 1", "0", "1", ""),
+        ("GK_003", "Lesion 1", "0", "1", ""), ("GK_003", "Lesion 2", "0", "1", ""),
+        ("GK_004", "Lesion 1", "", "1", ""), ("GK_004", "Lesion 2", "0", "1", ""),
+        ("GK_005_20190101", "Lesion 1", "1", "1", "24"),
+        ("GK_005_20190701", "Lesion 1", "0", "2", "20"), ("GK_005_20190701", "Lesion 2", "0", "2", "20"),
+        ("GK_005_20190701", "Lesion 3", "0", "2", "18"),
+    ]
+    # the rolled-up case label agrees with its lesions (any lesion recurred -> 1)
+    table = pd.read_csv(converted / "clinicalTr.csv", dtype=str, keep_default_na=False).set_index("case_id")
+    for case, own in lesions.groupby("case_id"):
+        values = set(own["local_failure"])
+        expected = "1.0" if "1" in values else "0.0" if values == {"0"} else ""
+        assert table.loc[case, "local_failure"] == expected, case
+    log = json.loads((converted / "dicom_conversion.json").read_text())
+    assert any(w.startswith("WARNING [patient 9 |") and "no converted study" in w for w in log["warnings"])
+
+
+def test_each_lesion_point_lies_in_its_roi(converted, source_tree):
+    import SimpleITK as sitk
+
+    for _, row in _lesions(converted).iterrows():
+        image = sitk.ReadImage(str(converted / "labelsTr" / f"{row['case_id']}.nii.gz"))
+        mask = sitk.GetArrayFromImage(image)
+        index = image.TransformPhysicalPointToIndex((float(row["x_mm"]), float(row["y_mm"]), float(row["z_mm"])))
+        assert mask[index[::-1]] > 0, (row["case_id"], row["roi_name"])
+        centre = np.asarray(image.TransformIndexToPhysicalPoint(index))
+        spheres = source_tree["truth"][row["case_id"]]
+        inside = [name for name, sphere in spheres.items() if sphere.contains(centre)]
+        assert inside == [row["roi_name"]], (row["case_id"], row["roi_name"], inside)
+
+
+def test_verifier_accepts_the_lesion_table(converted, monkeypatch):
+    monkeypatch.setenv("glmil_raw", str(converted.parent))
+    assert verify_dataset_entry(["-d", "104", "-np", "1", "--no_progress"]) == 0
+
+
+def test_a_lesion_name_without_its_roi_stops_the_conversion(source_tree, tmp_path, capsys):
+    lesions = source_tree["lesions"].copy()
+    lesions.loc[1, "Lesion Name"] = "Lesion 7"  # patient 1, course 1: its RTSTRUCT has Lesion 1 and Lesion 2
+    table = tmp_path / "renamed.xlsx"
+    _write_sheets(table, lesions, source_tree["courses"])
+    raw = tmp_path / "raw"
+    assert _load_script().main(["-i", str(source_tree["root"]), "-o", str(raw), "--table", str(table),
+                                "--no_progress"]) == 1
+    line = next(line for line in capsys.readouterr().err.splitlines() if "Lesion 7" in line)
+    assert line.startswith("ERROR [patient GK_001 |") and "renamed.xlsx" in line
+    assert "not among the selected structures ['Lesion 1', 'Lesion 2']" in line
+    assert not (raw / DATASET).exists()

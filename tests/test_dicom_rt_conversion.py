@@ -1,7 +1,9 @@
 """glmil_convert_dicom_rt on real DICOM files written with pydicom: an oblique, anisotropic T1c
 series, a FLAIR on another grid in the same frame of reference, an RTSTRUCT with spheres, a ring
 (hole), two islands on one slice and structures that must be ignored; a patient with two studies
-(and an MR-only follow-up); the clinical join; then verification, planning and a few training steps."""
+(and an MR-only follow-up); the clinical join; the lesion-level outcome table (lesionsTr.csv with
+a point inside each lesion, case labels made consistent with the lesions, every error); then
+verification, planning and a few training steps with the lesion table present."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from conversion_training import plan_preprocess_and_train
 from dicom_test_data import (
     Grid,
     Sphere,
+    box_contours,
     generate_uid,
     linear_intensity,
     rotation,
@@ -25,8 +28,11 @@ from dicom_test_data import (
     write_mr_series,
     write_rtstruct,
 )
+from glmil_auto.dataset.entry_points import verify_dataset_entry  # noqa: E402
 from glmil_auto.dataset.verify import verify_dataset  # noqa: E402
 from glmil_auto.dataset_conversion.dicom_rt_entry import convert_dicom_rt_entry  # noqa: E402
+from glmil_auto.dataset_conversion.lesion_outcome_table import roi_key  # noqa: E402
+from glmil_auto.dataset_conversion.lesion_points import point_inside  # noqa: E402
 
 DATASET = "Dataset510_DicomRT"
 T1C = linear_intensity(200.0, (2.0, -1.0, 0.5))
@@ -104,7 +110,28 @@ def cohort(tmp_path_factory) -> dict:
     })
     clinical = root.parent / "clinical.csv"
     table.to_csv(clinical, index=False)
-    return {"root": root, "clinical": clinical, "truth": truth, "raw": root.parent / "raw"}
+    lesions = root.parent / "lesions.csv"
+    pd.DataFrame(LESION_ROWS, columns=["MRN", "date", "roi_name", "local_failure", "local_failure_time", "reader"]
+                 ).to_csv(lesions, index=False)
+    return {"root": root, "clinical": clinical, "lesions": lesions, "truth": truth, "raw": root.parent / "raw"}
+
+
+# the lesion-level outcomes of the cohort; clinical local_failure: P001 1, P002 0, P003 1, P004 0, P005 1, P006 0
+LESION_ROWS = [
+    ("P001", "2021-01-05", "GTV_1", "1", "6.5", "AB"),
+    ("P001", "2021-01-05", "GTV_Ring", "0", "12", "AB"),  # ROI names match ignoring case
+    ("P001", "2021-01-05", "gtv pair", "0", "12", "AB"),  # two islands: two lesions, two rows
+    ("P002", "2020-01-01", "GTV1", "0", "24", "CD"),
+    ("P002", "2020-06-01", "GTV1", "", "", "CD"),
+    ("P002", "2020-06-01", "GTV2", "1", "3", "CD"),  # clinical 0 -> 1
+    ("P003", "20190101", "GTV1", "0", "10", "AB"),  # its only lesion is 0: clinical 1 -> 0
+    ("P004", "20190102", "GTV1", "0", "8", "AB"),  # GTV2 has no row: the clinical 0 stays
+    ("P006", "2019-01-04", "GTV1", "yes", "4", "AB"),  # clinical 0 -> 1
+]
+EXPECTED_CASE_LABELS = {"P001": "1", "P002_20200101": "0", "P002_20200601": "1", "P003": "0", "P004": "0",
+                        "P005": "1", "P006": "1"}
+LESION_OPTIONS = ["--lesion-patient-column", "MRN", "--lesion-date-column", "date", "--lesion-endpoint",
+                  "local_failure"]
 
 
 def _argv(cohort: dict, *extra: str, dataset_id: int = 510, name: str = "DicomRT") -> list[str]:
@@ -117,7 +144,7 @@ def _argv(cohort: dict, *extra: str, dataset_id: int = 510, name: str = "DicomRT
 
 @pytest.fixture(scope="module")
 def converted(cohort) -> Path:
-    assert convert_dicom_rt_entry(_argv(cohort)) == 0
+    assert convert_dicom_rt_entry(_argv(cohort, "--lesion-outcomes", str(cohort["lesions"]), *LESION_OPTIONS)) == 0
     return cohort["raw"] / DATASET
 
 
@@ -280,6 +307,9 @@ def test_other_frame_of_reference_needs_register(tmp_path, capsys):
 
 
 def test_plan_preprocess_and_a_few_training_steps(converted, tmp_path, monkeypatch):
+    """The round trip with the lesion table present: converted -> verified -> planned and
+    preprocessed -> trained."""
+    assert (converted / "lesionsTr.csv").is_file()
     trainer = plan_preprocess_and_train(510, converted.parent, tmp_path, monkeypatch)
     assert len(trainer.log) == 1 and np.isfinite(trainer.log[0]["train"]["loss"])
     splits = json.loads((tmp_path / "preprocessed" / DATASET / "splits_final.json").read_text())
@@ -319,3 +349,216 @@ def test_clinical_join_per_patient_and_study_date():
     assert not warnings
     with pytest.raises(DicomConversionError, match="several rows"):
         join_clinical(plans, table, "id")  # one row per patient expected without a date column
+
+
+# ----------------------------------------------------------------------------- lesion-level outcomes
+
+
+def _roi_spheres(truth: dict, roi: str) -> list[Sphere]:
+    """The spheres a ROI of the fake cohort was drawn from ("gtv pair" is two islands)."""
+    if roi_key(roi) == "gtv pair":
+        return [truth["spheres"]["GTV_pair_a"], truth["spheres"]["GTV_pair_b"]]
+    return [sphere for name, sphere in truth["spheres"].items() if roi_key(name) == roi_key(roi)]
+
+
+def _within(sphere: Sphere, point: np.ndarray, tolerance_mm: float) -> bool:
+    distance = float(np.linalg.norm(point - sphere.centre))
+    return sphere.inner - tolerance_mm <= distance <= sphere.radius + tolerance_mm if sphere.inner > 0 else \
+        distance <= sphere.radius + tolerance_mm
+
+
+def _lesions(folder: Path) -> pd.DataFrame:
+    return pd.read_csv(folder / "lesionsTr.csv", dtype=str, keep_default_na=False)
+
+
+def test_lesion_table_has_a_row_per_lesion(converted):
+    lesions = _lesions(converted)
+    assert list(lesions.columns[:6]) == ["case_id", "patient_id", "roi_name", "x_mm", "y_mm", "z_mm"]
+    rows = sorted(zip(lesions["case_id"], lesions["roi_name"], lesions["local_failure"], lesions["local_failure_time"]))
+    assert rows == sorted([
+        ("P001", "GTV_1", "1", "6.5"), ("P001", "GTV_Ring", "0", "12"),
+        ("P001", "gtv pair", "0", "12"), ("P001", "gtv pair", "0", "12"),
+        ("P002_20200101", "GTV1", "0", "24"), ("P002_20200601", "GTV1", "", ""), ("P002_20200601", "GTV2", "1", "3"),
+        ("P003", "GTV1", "0", "10"), ("P004", "GTV1", "0", "8"), ("P006", "GTV1", "1", "4"),
+    ])
+    assert set(lesions["reader"]) == {"AB", "CD"}  # other columns of the source table are kept
+    assert (lesions.set_index("case_id").loc["P002_20200601", "patient_id"] == "P002").all()
+    pair = lesions[lesions["roi_name"] == "gtv pair"]
+    assert pair["lesion_component"].nunique() == 2  # one row per island
+
+
+def test_each_point_lies_inside_its_roi_in_the_labels_file(converted, cohort):
+    for _, row in _lesions(converted).iterrows():
+        mask, image = _read(converted / "labelsTr" / f"{row['case_id']}.nii.gz")
+        index = image.TransformPhysicalPointToIndex((float(row["x_mm"]), float(row["y_mm"]), float(row["z_mm"])))
+        assert mask[index[::-1]] > 0, (row["case_id"], row["roi_name"])
+        centre = np.asarray(image.TransformIndexToPhysicalPoint(index))
+        spheres = _roi_spheres(cohort["truth"][row["case_id"]], row["roi_name"])
+        # the ring's point is the ring voxel nearest its centroid, on the edge of the hole, whose
+        # contours (72-gons) lie a few hundredths of a mm inside the analytic circle
+        assert spheres and any(_within(s, centre, 0.05) for s in spheres), (row["case_id"], row["roi_name"])
+        components = ndimage.label(mask > 0, structure=np.ones((3, 3, 3)))[0]
+        assert components[index[::-1]] == int(row["lesion_component"])
+    # the ring's centroid lies in its hole: its point is a voxel of the ring instead
+    ring = cohort["truth"]["P001"]["spheres"]["GTV_ring"]
+    row = _lesions(converted).set_index("roi_name").loc["GTV_Ring"]
+    distance = np.linalg.norm(np.array([float(row["x_mm"]), float(row["y_mm"]), float(row["z_mm"])]) - ring.centre)
+    assert ring.inner - 0.05 <= distance <= ring.radius
+
+
+def test_case_labels_follow_the_lesions(converted):
+    table = pd.read_csv(converted / "clinicalTr.csv", dtype=str, keep_default_na=False).set_index("case_id")
+    assert table["local_failure"].to_dict() == EXPECTED_CASE_LABELS
+    spec = json.loads((converted / "dataset.json").read_text())
+    assert spec["endpoints"]["local_failure"] == {"type": "binary", "aggregation": "any_lesion"}
+    warnings = json.loads((converted / "dicom_conversion.json").read_text())["warnings"]
+    for case, given, derived in (("P002_20200601", 0, 1), ("P003", 1, 0), ("P006", 0, 1)):
+        assert any(f"case {case}: the clinical table gives local_failure = {given}, its lesions" in w
+                   and f"give {derived}" in w for w in warnings), case
+    assert not any("case P004:" in w or "case P001:" in w for w in warnings)
+
+
+def test_verifier_accepts_the_converted_lesion_table(converted, monkeypatch, tmp_path):
+    import shutil
+
+    from glmil_auto.dataset.dataset_json import load_dataset_json
+    from glmil_auto.dataset.lesion_outcomes import load_lesion_table
+
+    monkeypatch.setenv("glmil_raw", str(converted.parent))
+    assert verify_dataset_entry(["-d", "510", "-np", "1", "--no_progress"]) == 0
+    report = verify_dataset(converted, progress=False)
+    assert report.ok and not [p for p in report.problems if "lesionsTr" in str(p)]
+    typed = load_lesion_table(converted, "Tr", load_dataset_json(converted))
+    assert len(typed) == 10 and typed["local_failure"].isna().sum() == 1
+    # the verifier does read the table: a point moved out of its lesion, or a case label the
+    # lesions contradict, fail it
+    copy = tmp_path / DATASET
+    shutil.copytree(converted, copy)
+    lesions = _lesions(copy)
+    lesions.loc[0, "x_mm"] = str(float(lesions.loc[0, "x_mm"]) + 200.0)
+    lesions.to_csv(copy / "lesionsTr.csv", index=False)
+    assert any("matches no lesion" in str(p) for p in verify_dataset(copy, progress=False).errors)
+    shutil.copy(converted / "lesionsTr.csv", copy / "lesionsTr.csv")
+    clinical = pd.read_csv(copy / "clinicalTr.csv", dtype=str, keep_default_na=False)
+    clinical.loc[clinical["case_id"] == "P003", "local_failure"] = "1"
+    clinical.to_csv(copy / "clinicalTr.csv", index=False)
+    assert any(p.case == "P003" and "local_failure" in p.message for p in verify_dataset(copy, progress=False).errors)
+
+
+def test_lesion_table_errors_name_patient_roi_and_file(cohort, tmp_path, capsys):
+    raw = tmp_path / "raw"
+    base = ["-i", str(cohort["root"]), "-o", str(raw), "-d", "513", "-n", "LesionErrors", "--channel", "T1c=post|gd",
+            "--structures", "^gtv", "--no_progress"]
+
+    def run(rows: list[tuple], *options: str, columns=("MRN", "date", "roi_name", "local_failure")) -> str:
+        path = tmp_path / "lesions.csv"
+        pd.DataFrame(rows, columns=list(columns)).to_csv(path, index=False)
+        assert convert_dicom_rt_entry(base + ["--lesion-outcomes", str(path), "--lesion-patient-column", "MRN",
+                                              *options]) == 1
+        return capsys.readouterr().err
+
+    dated = ["--lesion-date-column", "date"]
+    err = run([("P001", "20210105", "Brainstem", "1"), ("P001", "20210105", "GTV_9", "0"),
+               ("P999", "20210105", "GTV1", "1")], *dated)
+    lines = [line for line in err.splitlines() if line.startswith("ERROR")]
+    brainstem = next(line for line in lines if "'Brainstem'" in line)
+    assert brainstem.startswith("ERROR [patient P001 |") and "lesions.csv" in brainstem
+    assert "not among the selected structures" in brainstem and "structure set has it" in brainstem
+    assert "GTV_9" in err and "RS.dcm" in err
+    assert any(line.startswith("ERROR [patient P999 |") and "no converted study" in line for line in lines)
+    # a patient with two converted studies needs the study date
+    err = run([("P002", "20200101", "GTV1", "1")], "--lesion-endpoint", "local_failure")
+    assert "ERROR [patient P002 |" in err and "no study column" in err
+    err = run([("P002", "20200301", "GTV1", "1")], *dated)
+    assert "ERROR [patient P002 |" in err and "no converted study with study date '20200301'" in err
+    # a bad cell, a bad time, a ROI given twice
+    err = run([("P003", "20190101", "GTV1", "maybe", "")], *dated,
+              columns=("MRN", "date", "roi_name", "local_failure", "local_failure_time"))
+    assert "ERROR [patient P003 |" in err and "ROI 'GTV1'" in err and "'maybe'" in err
+    err = run([("P003", "20190101", "GTV1", "1", "-2")], *dated,
+              columns=("MRN", "date", "roi_name", "local_failure", "local_failure_time"))
+    assert "local_failure_time" in err and "time > 0" in err
+    err = run([("P003", "20190101", "GTV1", "1"), ("P003", "2019-01-01", "gtv1", "0")], *dated)
+    assert "ERROR [patient P003 |" in err and "2 rows in the lesion table" in err
+    # an extra column without --lesion-endpoint is taken for an endpoint, so its cells are checked
+    err = run([("P003", "20190101", "GTV1", "1", "Dr X")], *dated,
+              columns=("MRN", "date", "roi_name", "local_failure", "reader"))
+    assert "column 'reader' holds 'Dr X'" in err
+    assert not (raw / "Dataset513_LesionErrors").exists()  # found from the headers: nothing written
+    # usage
+    assert convert_dicom_rt_entry(base + ["--roi-column", "ROI"]) == 2
+    assert "need --lesion-outcomes" in capsys.readouterr().err
+    assert convert_dicom_rt_entry(base + ["--lesion-outcomes", str(tmp_path / "missing.csv")]) == 2
+
+
+@pytest.fixture(scope="module")
+def touching(tmp_path_factory) -> dict:
+    """One patient whose structures are boxes: GTV_A and a one-voxel slab GTV_B lying against it
+    (kept touching: one lesion), GTV_C apart, GTV_D inside GTV_A (keeps no voxel of its own)."""
+    root = tmp_path_factory.mktemp("touching") / "dicom"
+    study = generate_uid()
+    grid = Grid((24, 20, 8), (1.0, 1.0, 2.0), np.zeros(3)).centred_on(np.zeros(3))
+    t1c = write_mr_series(root / "t1c", "T01", study, "20230303", "T1 post", grid, T1C)
+    boxes = {"GTV_A": ((4, 6, 2), (9, 12, 5)), "GTV_B": ((10, 6, 2), (10, 12, 5)), "GTV_C": ((16, 6, 2), (19, 10, 5)),
+             "GTV_D": ((5, 8, 3), (7, 10, 4))}
+    write_rtstruct(root / "rs.dcm", "T01", study, "20230303", t1c,
+                   {name: box_contours(grid, low, high) for name, (low, high) in boxes.items()})
+    return {"root": root, "grid": grid, "boxes": boxes}
+
+
+def _convert_touching(touching: dict, raw: Path, rows: list[tuple]) -> int:
+    lesions = raw.parent / "touching_lesions.csv"
+    pd.DataFrame(rows, columns=["patient_id", "roi_name", "local_failure", "local_failure_time"]
+                 ).to_csv(lesions, index=False)
+    return convert_dicom_rt_entry(["-i", str(touching["root"]), "-o", str(raw), "-d", "514", "-n", "Touching",
+                                   "--channel", "T1c=post", "--structures", "^gtv", "--lesion-outcomes", str(lesions),
+                                   "--no_progress"])
+
+
+def test_touching_rois_with_different_outcomes_share_one_row(touching, tmp_path, capsys):
+    raw = tmp_path / "raw"
+    assert _convert_touching(touching, raw, [("T01", "GTV_A", "1", "5"), ("T01", "GTV_B", "0", "9"),
+                                             ("T01", "GTV_C", "0", "11")]) == 0
+    err = capsys.readouterr().err
+    merged = next(line for line in err.splitlines() if "touch and form one lesion" in line)
+    assert merged.startswith("WARNING [patient T01 |") and "rs.dcm" in merged
+    assert "'GTV_A': 1" in merged and "'GTV_B': 0" in merged
+    folder = raw / "Dataset514_Touching"
+    lesions = _lesions(folder)
+    assert sorted(zip(lesions["roi_name"], lesions["local_failure"], lesions["local_failure_time"])) == [
+        ("GTV_A + GTV_B", "1", "5"), ("GTV_C", "0", "11")]  # one row per lesion, as the contract wants
+    mask, image = _read(folder / "labelsTr" / "T01.nii.gz")
+    for _, row in lesions.iterrows():
+        index = image.TransformPhysicalPointToIndex((float(row["x_mm"]), float(row["y_mm"]), float(row["z_mm"])))
+        low, high = touching["boxes"][row["roi_name"].split(" + ")[0]]
+        assert mask[index[::-1]] > 0 and all(lo <= i <= hi for lo, i, hi in zip(low, index, high))
+    table = pd.read_csv(folder / "clinicalTr.csv", dtype=str, keep_default_na=False)
+    assert table["local_failure"].tolist() == ["1"]  # no clinical table: the case label comes from the lesions
+    assert verify_dataset(folder, progress=False).ok
+
+
+def test_a_roi_that_keeps_no_voxel_cannot_take_an_outcome(touching, tmp_path, capsys):
+    assert _convert_touching(touching, tmp_path / "raw", [("T01", "GTV_A", "0", ""), ("T01", "GTV_D", "1", "")]) == 1
+    err = capsys.readouterr().err
+    assert "ERROR [patient T01 |" in err and "ROI 'GTV_D' keeps no voxel" in err and "touching_lesions.csv" in err
+
+
+def test_point_inside_a_ring_is_a_ring_voxel():
+    z, y, x = np.meshgrid(np.arange(5), np.arange(21), np.arange(21), indexing="ij")
+    distance = np.hypot(y - 10, x - 10)
+    ring = (distance >= 6) & (distance <= 8) & (z >= 1) & (z <= 3)
+    index = point_inside(ring)
+    assert ring[index]  # the centroid (2, 10, 10) is in the hole
+    nearest = np.min(np.abs(distance[ring] - 0))  # no ring voxel is nearer to the centroid than 6
+    assert abs(np.hypot(index[1] - 10, index[2] - 10) - nearest) < 1e-9 and index[0] == 2
+    ball = distance <= 3
+    assert point_inside(ball & (z == 2)) == (2, 10, 10)  # a convex lesion keeps its centroid's voxel
+
+
+def test_point_inside_measures_distance_in_mm():
+    mask = np.zeros((3, 1, 5), bool)
+    mask[0, 0, 0] = mask[0, 0, 4] = mask[2, 0, 2] = True  # centroid (0.67, 0, 2): its voxel is empty
+    assert point_inside(mask) == (2, 0, 2)  # nearest in voxels
+    assert point_inside(mask, spacing_zyx=(3.0, 1.0, 1.0)) == (0, 0, 0)  # nearest in mm with 3 mm slices
+    with pytest.raises(ValueError):
+        point_inside(np.zeros((2, 2, 2), bool))

@@ -33,7 +33,8 @@ TOP_LEVEL_KEYS = {
 }
 CASE_KEYS = {
     "spacing_canonical", "shape_canonical", "head_bbox_shape", "head_extent_mm", "head_volume_mm3",
-    "brain_region_intensity", "lesions", "n_lesions", "group", "skull_stripped", "skull_stripping",
+    "brain_region_intensity", "lesion_intensity_brain_sd", "lesions", "n_lesions", "group", "skull_stripped",
+    "skull_stripping",
 }
 SUMMARY_KEYS = {
     "spacing_canonical": {"median", "percentile_10", "percentile_90", "min", "max"},
@@ -88,7 +89,7 @@ def test_schema_complete_and_strict_json(synthetic_fingerprint):
     fp = synthetic_fingerprint
     assert TOP_LEVEL_KEYS <= set(fp)
     json.dumps(fp, allow_nan=False)  # no NaN / inf anywhere
-    assert fp["fingerprint_version"] == 2
+    assert fp["fingerprint_version"] == 3
     assert fp["dataset_name"] == "Dataset001_SynthBrainMets"
     assert fp["channel_names"] == {"0": "T1c", "1": "FLAIR"}
     assert fp["num_training_cases"] == 5 == len(fp["cases"]) == len(fp["spacings"]) == len(fp["shapes_after_crop"])
@@ -354,3 +355,21 @@ def test_cli_reports_missing_dataset_and_bad_data(synthetic, tmp_path, monkeypat
     label.write_bytes(b"not an image")
     assert extract_fingerprint_entry(["-d", "1", "-np", "1", "--no_progress"]) == 1
     assert label.name in capsys.readouterr().err
+
+
+def test_lesion_intensity_in_brain_standard_deviations_is_the_brain_z_score_of_lesion_voxels():
+    import numpy as np
+
+    from glmil_auto.experiment_planning.fingerprint.case_fingerprint import lesion_intensity_in_brain_sd
+
+    rng = np.random.default_rng(0)
+    image = rng.normal(100.0, 10.0, (6, 6, 6))
+    mask = np.zeros((6, 6, 6), bool)
+    mask[2:4, 2:4, 2:4] = True
+    image[mask] = 150.0 + np.arange(8)
+    out = lesion_intensity_in_brain_sd(image, mask, {"mean": 100.0, "std": 10.0})
+    z = (150.0 + np.arange(8) - 100.0) / 10.0
+    assert out["median"] == pytest.approx(np.median(z))
+    assert out["percentile_00_5"] == pytest.approx(np.percentile(z, 0.5))
+    assert out["percentile_99_5"] == pytest.approx(np.percentile(z, 99.5))
+    assert lesion_intensity_in_brain_sd(image, np.zeros_like(mask), {"mean": 1.0, "std": 1.0}) is None

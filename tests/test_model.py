@@ -13,6 +13,7 @@ from glmil_auto.experiment_planning.device_profile import DeviceProfile
 from glmil_auto.experiment_planning.fingerprint.extractor import DatasetFingerprintExtractor
 from glmil_auto.experiment_planning.plan_experiment import plan_experiment
 from glmil_auto.model import ABLATIONS, build_network
+from radiomic_inputs import add_radiomic_inputs
 from glmil_auto.model.clinical_encoder import ClinicalEncoder, encode_clinical_table
 from glmil_auto.model.instance_encoder import NUM_DESCRIPTORS
 from glmil_auto.model.mil_pooling import GatedAttentionPooling, masked_softmax
@@ -48,14 +49,14 @@ def make_batch(plans, clinical_table, bag_sizes=(3, 1, 0), n_max=None, seed=0):
     mask = torch.zeros(b, n, dtype=torch.bool)
     for i, size in enumerate(bag_sizes):
         mask[i, :size] = True
-    return {
+    return add_radiomic_inputs({
         "global": torch.randn(b, channels, *plans["preprocessing"]["global"]["input_shape"], generator=g),
         "instances": torch.randn(b, n, len(local["scales"]), channels, *local["patch_size"], generator=g),
         "instance_mask": mask,
         "instance_descriptors": torch.randn(b, n, NUM_DESCRIPTORS, generator=g),
         "clinical_values": torch.tensor(values, dtype=torch.float32),
         "clinical_categories": torch.tensor(categories),
-    }
+    }, plans, g)
 
 
 def outputs_equal(a, b, atol=1e-5):
@@ -99,14 +100,19 @@ def test_bag_permutation_invariance(planned):
     permuted["instances"] = batch["instances"][0:1, order]
     permuted["instance_descriptors"] = batch["instance_descriptors"][0:1, order]
     permuted["instance_mask"] = batch["instance_mask"][0:1, order]
-    for key in ("global", "clinical_values", "clinical_categories"):
-        permuted[key] = batch[key][0:1]
+    if "instance_features" in batch:
+        permuted["instance_features"] = batch["instance_features"][0:1, order]
+    for key in ("global", "clinical_values", "clinical_categories", "case_features"):
+        if key in batch:
+            permuted[key] = batch[key][0:1]
     single = {k: v[0:1] for k, v in batch.items()}
     with torch.no_grad():
         a, b = net(single), net(permuted)
     outputs_equal(a, b)
     for name in a.attention:  # the weights move with their instances
         torch.testing.assert_close(b.attention[name][0], a.attention[name][0][order], atol=1e-6, rtol=1e-5)
+    for name in a.instance_logits:  # and so do the lesion scores of any_lesion endpoints
+        torch.testing.assert_close(b.instance_logits[name][0], a.instance_logits[name][0][order], atol=1e-5, rtol=1e-5)
 
 
 def test_padding_invariance(planned):
@@ -119,6 +125,9 @@ def test_padding_invariance(planned):
     padded["instances"] = torch.cat([batch["instances"], noise], dim=1)
     padded["instance_descriptors"] = torch.cat([batch["instance_descriptors"], torch.randn(3, extra, NUM_DESCRIPTORS) * 50], dim=1)
     padded["instance_mask"] = torch.cat([batch["instance_mask"], torch.zeros(3, extra, dtype=torch.bool)], dim=1)
+    if "instance_features" in batch:
+        noise_features = torch.randn(3, extra, batch["instance_features"].shape[-1]) * 50
+        padded["instance_features"] = torch.cat([batch["instance_features"], noise_features], dim=1)
     with torch.no_grad():
         a, b = net(batch), net(padded)
     outputs_equal(a, b)
@@ -260,12 +269,14 @@ def test_untrained_network_is_the_clinical_offset(planned, mode):
     g = torch.Generator().manual_seed(3)
     weight, bias = torch.randn(k, net.offset.design_dim, generator=g), torch.randn(k, generator=g)
     net.offset.set_coefficients(weight, bias)
+    net.offset.lesion_bias.fill_(-60.0)  # lesions that never fail: an any_lesion endpoint is then its leak alone
     batch = make_batch(plans, table, bag_sizes=(3, 1, 0), n_max=4)
     batch["instance_descriptors"][..., 0] = torch.tensor([[1.0, 2.0, 3.0, 9.0], [4.0, 9.0, 9.0, 9.0], [9.0] * 4])
     out = net(batch)
     inputs = net.clinical_encoder.encode_inputs(batch["clinical_values"], batch["clinical_categories"])
     volume_ml = torch.tensor([np.expm1([1.0, 2.0, 3.0]).sum(), np.expm1(4.0), 0.0], dtype=torch.float32) / 1000
-    design = torch.cat([inputs, torch.log1p(torch.tensor([[3.0], [1.0], [0.0]])), torch.log1p(volume_ml)[:, None]], 1)
+    design = torch.cat([inputs, torch.log1p(torch.tensor([[3.0], [1.0], [0.0]])), torch.log1p(volume_ml)[:, None],
+                        batch.get("case_features", torch.zeros(3, 0))], 1)
     expected = design @ weight.t() + bias
     for i, endpoint in enumerate(plans["endpoints"]):
         value = (out.logits if endpoint["type"] == "binary" else out.log_risks)[endpoint["name"]]

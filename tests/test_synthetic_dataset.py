@@ -52,7 +52,8 @@ def test_layout_and_truth_beside_the_folder(dataset, truth):
     assert truth_path(dataset).is_file()
     assert not any("truth" in p.name for p in dataset.rglob("*"))
     assert sorted(p.name for p in dataset.iterdir()) == sorted(
-        ["dataset.json", "imagesTr", "labelsTr", "clinicalTr.csv", "imagesTs", "labelsTs", "clinicalTs.csv"]
+        ["dataset.json", "imagesTr", "labelsTr", "clinicalTr.csv", "lesionsTr.csv", "imagesTs", "labelsTs",
+         "clinicalTs.csv", "lesionsTs.csv"]
     )
     for split in ("Tr", "Ts"):
         ids = [c["case_id"] for c in _cases(truth, split)]
@@ -73,7 +74,7 @@ def test_dataset_json_is_the_contract(dataset):
     assert d["clinical_features"] == {"age": "numeric", "kps": "numeric", "primary": "categorical",
                                       "extracranial_disease": "binary", "prior_wbrt": "binary"}
     assert d["endpoints"] == {
-        "local_failure": {"type": "binary"},
+        "local_failure": {"type": "binary", "aggregation": "any_lesion"},
         "distant_failure": {"type": "binary"},
         "leptomeningeal_failure": {"type": "binary"},
         "os": {"type": "survival", "time": "os_months", "event": "os_event"},

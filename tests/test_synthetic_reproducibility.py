@@ -29,7 +29,8 @@ def runs(tmp_path_factory):
 def test_one_and_two_workers_give_byte_identical_files(runs):
     one, two, _ = runs
     a, b = _files(one), _files(two)
-    assert sorted(a) == sorted(b) and len(a) == 6 * 3 + 2 + 1 + 1  # images+labels, 2 csvs, dataset.json, truth
+    # images+labels, 2 clinical and 2 lesion csvs, dataset.json, truth
+    assert sorted(a) == sorted(b) and len(a) == 6 * 3 + 2 + 2 + 1 + 1
     for name in a:
         assert a[name] == b[name], name
 

@@ -3,6 +3,8 @@
 nnU-Net keys (so nnU-Net can read the same folder): ``channel_names``, ``labels``,
 ``numTraining``, ``file_ending``. glmil_auto adds ``case_column``, ``group_column``,
 ``patient_column``, ``lesion_labels``, ``clinical_features`` and ``endpoints``; see documentation/raw_dataset_format.md.
+A binary endpoint may declare ``"aggregation": "any_lesion"`` (the case fails when any of its
+lesions fails, like local failure); the default ``"case"`` is an outcome of the patient as a whole.
 """
 
 from __future__ import annotations
@@ -19,16 +21,28 @@ from glmil_auto.utilities.strict_json import loads_strict
 DATASET_JSON = "dataset.json"
 CLINICAL_FEATURE_TYPES = ("numeric", "binary", "categorical")
 ENDPOINT_TYPES = ("binary", "survival")
+CASE_AGGREGATION, ANY_LESION_AGGREGATION = "case", "any_lesion"
+AGGREGATIONS = (CASE_AGGREGATION, ANY_LESION_AGGREGATION)
 
 
 @dataclass(frozen=True)
 class Endpoint:
-    """A declared outcome. Binary: column ``name``. Survival: columns ``time`` and ``event``."""
+    """A declared outcome. Binary: column ``name``. Survival: columns ``time`` and ``event``.
+
+    ``aggregation`` (binary only): ``"case"`` (default) or ``"any_lesion"``, the case fails when
+    any lesion fails, so lesion-level outcomes (``lesionsTr.csv``) refine it. It stays the last
+    field, with a default, so that positional constructions of the first four keep working.
+    """
 
     name: str
     type: str
     time: str | None = None
     event: str | None = None
+    aggregation: str = CASE_AGGREGATION
+
+    @property
+    def any_lesion(self) -> bool:
+        return self.aggregation == ANY_LESION_AGGREGATION
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -58,6 +72,11 @@ class DatasetSpec:
     @property
     def binary_endpoints(self) -> list[str]:
         return [n for n, e in self.endpoints.items() if e.type == "binary"]
+
+    @property
+    def any_lesion_endpoints(self) -> list[str]:
+        """Binary endpoints declared ``"aggregation": "any_lesion"``."""
+        return [n for n, e in self.endpoints.items() if e.type == "binary" and e.any_lesion]
 
     @property
     def survival_endpoints(self) -> list[str]:
@@ -159,6 +178,9 @@ def validate_dataset_json(content: Any, file: str = DATASET_JSON) -> list[Proble
                 for key in ("time", "event"):
                     if not (isinstance(declaration.get(key), str) and declaration[key]):
                         bad(f"survival endpoint '{name}' needs a column name in \"{key}\"")
+            aggregation_problem = _aggregation_problem(name, declaration)
+            if aggregation_problem is not None:
+                bad(aggregation_problem)
             if isinstance(features, dict) and name in features:
                 bad(f"'{name}' is declared both as a clinical feature and as an endpoint")
 
@@ -170,6 +192,23 @@ def validate_dataset_json(content: Any, file: str = DATASET_JSON) -> list[Proble
     return problems
 
 
+def _aggregation_problem(name: str, declaration: dict[str, Any]) -> str | None:
+    """What is wrong with an endpoint's ``"aggregation"`` (None when absent or valid).
+
+    Only a binary endpoint can be aggregated over lesions; ``"case"`` on a survival endpoint is
+    the meaning it has anyway and is accepted.
+    """
+    if "aggregation" not in declaration:
+        return None
+    value = declaration["aggregation"]
+    if not (isinstance(value, str) and value in AGGREGATIONS):
+        return f"endpoint '{name}' has \"aggregation\" {value!r}; use one of {list(AGGREGATIONS)}"
+    if value != CASE_AGGREGATION and declaration["type"] != "binary":
+        return (f"endpoint '{name}' is {declaration['type']}: \"aggregation\": \"{value}\" applies to binary "
+                "endpoints only")
+    return None
+
+
 def spec_from_dict(content: dict[str, Any], file: str = DATASET_JSON) -> DatasetSpec:
     """Build a :class:`DatasetSpec`, raising :class:`DatasetError` with every problem found."""
     raise_if_errors(validate_dataset_json(content, file))
@@ -178,7 +217,7 @@ def spec_from_dict(content: dict[str, Any], file: str = DATASET_JSON) -> Dataset
     if lesion_labels is None:
         lesion_labels = [v for v in labels.values() if v != 0]
     endpoints = {
-        name: Endpoint(name, d["type"], d.get("time"), d.get("event"))
+        name: Endpoint(name, d["type"], d.get("time"), d.get("event"), d.get("aggregation", CASE_AGGREGATION))
         for name, d in content.get("endpoints", {}).items()
     }
     return DatasetSpec(

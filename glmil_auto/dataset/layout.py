@@ -5,6 +5,7 @@ DatasetNNN_Name/dataset.json
                /images{Tr,Ts}/{case}_{cccc}{file_ending}
                /labels{Tr,Ts}/{case}{file_ending}
                /clinical{Tr,Ts}.csv
+               /lesions{Tr,Ts}.csv        optional: lesion-level outcomes, one row per lesion
 ```
 """
 
@@ -39,6 +40,12 @@ def labels_folder(dataset_folder: Path, split: str) -> Path:
 def clinical_file(dataset_folder: Path, split: str) -> Path:
     _check_split(split)
     return Path(dataset_folder) / f"clinical{split}.csv"
+
+
+def lesion_file(dataset_folder: Path, split: str) -> Path:
+    """The optional lesion-level outcome table of a split (``lesionsTr.csv`` / ``lesionsTs.csv``)."""
+    _check_split(split)
+    return Path(dataset_folder) / f"lesions{split}.csv"
 
 
 def image_file(dataset_folder: Path, split: str, case: str, channel: int, file_ending: str) -> Path:

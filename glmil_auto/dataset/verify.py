@@ -2,6 +2,9 @@
 
 Errors make the dataset unusable (``glmil_verify_dataset`` exits non-zero); warnings are
 reported but do not block (a case without lesions, outcomes left unknown, ...).
+
+The optional lesion table (``lesionsTr.csv`` / ``lesionsTs.csv``) is checked case by case in the
+same worker that reads the case's mask, so that no mask is read twice.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from tqdm import tqdm
 
 from glmil_auto.dataset import layout
@@ -23,6 +27,13 @@ from glmil_auto.dataset.dataset_json import (
     validate_dataset_json,
 )
 from glmil_auto.dataset.image_io import Geometry, geometry_mismatches, read_image
+from glmil_auto.dataset.lesion_instances import find_lesion_instances
+from glmil_auto.dataset.lesion_outcomes import (
+    CaseLesionCheck,
+    case_lesion_check,
+    check_case_lesions,
+    check_lesion_table,
+)
 from glmil_auto.dataset.nifti_integrity import count_nonfinite_voxels, is_nifti
 from glmil_auto.dataset.problems import ERROR, WARNING, DatasetError, Problem, error, warning
 from glmil_auto.dataset.safe_names import unsafe_reason
@@ -65,9 +76,15 @@ class _CaseFiles:
 
 
 def check_case_files(
-    files: _CaseFiles, declared_labels: tuple[int, ...], lesion_labels: tuple[int, ...]
+    files: _CaseFiles,
+    declared_labels: tuple[int, ...],
+    lesion_labels: tuple[int, ...],
+    lesions: CaseLesionCheck | None = None,
 ) -> list[Problem]:
-    """Read every file of one case and list what is wrong (runs in a worker process)."""
+    """Read every file of one case and list what is wrong (runs in a worker process).
+
+    ``lesions``: the case's rows of the lesion table, matched against the mask read here.
+    """
     problems: list[Problem] = []
     reference: Geometry | None = None
     reference_file = None
@@ -108,6 +125,9 @@ def check_case_files(
         )
     if not np.isin(values, lesion_labels).any():
         problems.append(warning("case has no lesion voxels (it will get an empty bag)", files.case, str(files.label)))
+    if lesions is not None:
+        labelled, instances = find_lesion_instances(np.isin(label, lesion_labels), geometry)
+        problems += check_case_lesions(lesions, labelled, instances, geometry, files.case)
     return problems
 
 
@@ -184,21 +204,48 @@ def _list_split(folder: Path, split: str, spec: DatasetSpec) -> tuple[list[_Case
     return cases, problems
 
 
-def _check_clinical(folder: Path, split: str, spec: DatasetSpec, cases: list[str]) -> list[Problem]:
+def _check_clinical(
+    folder: Path, split: str, spec: DatasetSpec, cases: list[str]
+) -> tuple[pd.DataFrame | None, list[Problem]]:
+    """Problems of the split's clinical table, and the typed table (None when it cannot be read)."""
     path = layout.clinical_file(folder, split)
     if not path.is_file():
         if split == layout.TRAINING:
-            return [error("clinical table is missing", file=str(path))]
-        return [warning("held-out clinical table is missing: these cases can be predicted from images "
-                        "only and cannot be evaluated", file=str(path))]
+            return None, [error("clinical table is missing", file=str(path))]
+        return None, [warning("held-out clinical table is missing: these cases can be predicted from images "
+                              "only and cannot be evaluated", file=str(path))]
     try:
         text_table = read_csv_as_text(path)
     except DatasetError as exc:
-        return exc.problems
-    _, problems = parse_clinical_table(
+        return None, exc.problems
+    return parse_clinical_table(
         text_table, spec, str(path), expected_cases=cases, require_endpoints=split == layout.TRAINING
     )
-    return problems
+
+
+def _case_outcomes(clinical: pd.DataFrame | None, case: str, endpoints: list[str]) -> dict[str, float]:
+    """A case's binary labels from the typed clinical table (empty when unknown or ambiguous)."""
+    if clinical is None or int((clinical.index == case).sum()) != 1:  # a repeated id is reported by the table
+        return {}
+    row = clinical.loc[case]
+    return {name: float(row[name]) for name in endpoints if name in clinical.columns}
+
+
+def _lesion_checks(
+    folder: Path, split: str, spec: DatasetSpec, cases: list[_CaseFiles], clinical: pd.DataFrame | None
+) -> tuple[list[CaseLesionCheck | None], list[Problem]]:
+    """Per case, what its mask is checked against (None: no lesion rows), and the table's own problems."""
+    path = layout.lesion_file(folder, split)
+    if not path.is_file():
+        return [None] * len(cases), []
+    table, problems = check_lesion_table(path, spec, [c.case for c in cases], split)
+    if table is None:
+        return [None] * len(cases), problems
+    checks = [
+        case_lesion_check(table, spec, c.case, _case_outcomes(clinical, c.case, spec.any_lesion_endpoints), str(path))
+        for c in cases
+    ]
+    return checks, problems
 
 
 def verify_dataset(folder: str | Path, num_processes: int = 1, progress: bool = True) -> VerificationReport:
@@ -214,7 +261,8 @@ def verify_dataset(folder: str | Path, num_processes: int = 1, progress: bool = 
     for split in layout.SPLITS:
         present = [
             p.exists()
-            for p in (layout.images_folder(folder, split), layout.labels_folder(folder, split), layout.clinical_file(folder, split))
+            for p in (layout.images_folder(folder, split), layout.labels_folder(folder, split),
+                      layout.clinical_file(folder, split), layout.lesion_file(folder, split))
         ]
         if split == layout.TEST and not any(present):
             continue
@@ -232,25 +280,33 @@ def verify_dataset(folder: str | Path, num_processes: int = 1, progress: bool = 
                     error(f"'numTraining' is {spec.num_training} but imagesTr holds {len(cases)} case(s)",
                           file=str(folder / DATASET_JSON))
                 )
-        report.problems += _check_files_parallel(cases, spec, num_processes, progress, split)
-        report.problems += _check_clinical(folder, split, spec, [c.case for c in cases])
+        clinical, clinical_problems = _check_clinical(folder, split, spec, [c.case for c in cases])
+        lesion_checks, lesion_problems = _lesion_checks(folder, split, spec, cases, clinical)
+        report.problems += _check_files_parallel(cases, spec, num_processes, progress, split, lesion_checks)
+        report.problems += clinical_problems + lesion_problems
     return report
 
 
 def _check_files_parallel(
-    cases: list[_CaseFiles], spec: DatasetSpec, num_processes: int, progress: bool, split: str
+    cases: list[_CaseFiles],
+    spec: DatasetSpec,
+    num_processes: int,
+    progress: bool,
+    split: str,
+    lesion_checks: list[CaseLesionCheck | None],
 ) -> list[Problem]:
     declared = tuple(spec.labels.values())
     bar = tqdm(total=len(cases), desc=f"verifying images{split}", disable=not progress, unit="case")
     results: list[list[Problem]] = []
     if num_processes <= 1 or len(cases) <= 1:
-        for files in cases:
-            results.append(check_case_files(files, declared, spec.lesion_labels))
+        for files, lesions in zip(cases, lesion_checks):
+            results.append(check_case_files(files, declared, spec.lesion_labels, lesions))
             bar.update()
     else:
         # a worker that dies raises BrokenProcessPool here instead of hanging
         with ProcessPoolExecutor(max_workers=num_processes) as pool:
-            futures = [pool.submit(check_case_files, f, declared, spec.lesion_labels) for f in cases]
+            futures = [pool.submit(check_case_files, f, declared, spec.lesion_labels, lesions)
+                       for f, lesions in zip(cases, lesion_checks)]
             for future in futures:
                 results.append(future.result())
                 bar.update()

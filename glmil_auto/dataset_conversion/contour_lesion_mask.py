@@ -12,6 +12,7 @@ more: then it is left out, since it would bridge separate lesions into one.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol, Sequence
 
 import numpy as np
 from scipy.ndimage import binary_dilation
@@ -26,6 +27,23 @@ class LesionMask:
     mask: np.ndarray  # (Z, Y, X) uint8, values 0 and 1
     voxels: dict[str, int] = field(default_factory=dict)  # structure -> voxels kept
     notes: list[str] = field(default_factory=list)
+    # (Z, Y, X) int32: which structure keeps each voxel, 1-based in ``names`` order (0: none)
+    owner: np.ndarray | None = None
+    names: list[str] = field(default_factory=list)
+
+
+class _NamedRoi(Protocol):
+    name: str
+    number: int
+
+
+def structure_mask_names(structures: Sequence[_NamedRoi]) -> list[str]:
+    """The key of each structure in :func:`lesion_mask`'s input (and in the conversion log): its
+    ROI name, or ``"<name> (ROI <number>)"`` for a later structure with a name already used."""
+    names: list[str] = []
+    for structure in structures:
+        names.append(structure.name if structure.name not in names else f"{structure.name} (ROI {structure.number})")
+    return names
 
 
 def lesion_mask(structures: dict[str, np.ndarray]) -> LesionMask:
@@ -37,7 +55,7 @@ def lesion_mask(structures: dict[str, np.ndarray]) -> LesionMask:
     shape = structures[names[0]].shape
     claimed = np.zeros(shape, dtype=bool)
     owner = np.zeros(shape, dtype=np.int32)  # which structure (1-based) holds each voxel
-    out = LesionMask(np.zeros(shape, dtype=np.uint8))
+    out = LesionMask(np.zeros(shape, dtype=np.uint8), owner=owner, names=names)
     for number, name in enumerate(names, start=1):
         own = structures[name] & ~claimed
         if structures[name].any() and (structures[name] & claimed).any():

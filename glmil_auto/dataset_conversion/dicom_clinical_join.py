@@ -32,7 +32,8 @@ def read_clinical_csv(path: Path) -> pd.DataFrame:
     return table.apply(lambda column: column.str.strip())
 
 
-def _date_key(value: str) -> str:
+def date_key(value: str) -> str:
+    """The first eight digits of a date in any form (``2021-03-04`` -> ``20210304``)."""
     digits = re.sub(r"\D", "", str(value))
     return digits[:8] if len(digits) >= 8 else digits
 
@@ -58,13 +59,13 @@ def join_clinical(plans: list[CasePlan], table: pd.DataFrame | None, patient_col
                    file=source)
     keys = table[patient_column].astype(str).str.strip()
     if date_column is not None:
-        keys = keys + "|" + table[date_column].map(_date_key)
+        keys = keys + "|" + table[date_column].map(date_key)
     repeated = sorted(keys[keys.duplicated()].unique())
     if repeated:
         what = "patient (and study date)" if date_column else "patient"
         raise fail(f"the clinical table has several rows for {what} {repeated}", file=source)
     rows = table.assign(_key=keys.values).set_index("_key")
-    wanted = [p.patient_id + ("|" + _date_key(p.study_date) if date_column else "") for p in plans]
+    wanted = [p.patient_id + ("|" + date_key(p.study_date) if date_column else "") for p in plans]
     problems = [DicomProblem(f"no row in the clinical table (key {key!r} in column {patient_column!r}"
                              + (f" and {date_column!r}" if date_column else "") + ")", plan.patient_id, source)
                 for plan, key in zip(plans, wanted) if key not in rows.index]

@@ -7,6 +7,9 @@ table (:mod:`dicom_clinical_join`), then per case read the series, put every cha
 reference grid, rasterise the selected structures (:mod:`contour_rasterisation`), keep them
 apart as separate lesions (:mod:`contour_lesion_mask`) and write the case with
 :class:`RawDatasetWriter`, which writes dataset.json and the tables and runs the verifier.
+With lesion-level outcomes (:mod:`lesion_outcome_table`), their rows are tied to cases and
+structures before anything is written, and ``lesionsTr.csv`` gets a point inside each lesion
+(:mod:`lesion_points`).
 """
 
 from __future__ import annotations
@@ -21,17 +24,26 @@ import pandas as pd
 import SimpleITK as sitk
 from tqdm import tqdm
 
-from glmil_auto.dataset_conversion.contour_lesion_mask import lesion_mask
+from glmil_auto.dataset_conversion.contour_lesion_mask import lesion_mask, structure_mask_names
 from glmil_auto.dataset_conversion.contour_rasterisation import (
     ContourOffGrid,
     rasterise_contours,
     resample_structure_mask,
 )
-from glmil_auto.dataset_conversion.dicom_clinical_join import PATIENT_COLUMN, join_clinical
+from glmil_auto.dataset_conversion.dicom_clinical_join import CASE_COLUMN, PATIENT_COLUMN, join_clinical
 from glmil_auto.dataset_conversion.dicom_errors import DicomProblem, fail
 from glmil_auto.dataset_conversion.dicom_registration import rigid_registration
 from glmil_auto.dataset_conversion.dicom_series import DicomSeries, read_series, scan_folder
 from glmil_auto.dataset_conversion.dicom_study_matching import CasePlan, ChannelRule, plan_cases
+from glmil_auto.dataset_conversion.lesion_outcome_table import (
+    AssignedRow,
+    LesionOutcomeTable,
+    any_lesion_endpoint,
+    apply_case_labels,
+    assign_rows,
+    lesion_table,
+)
+from glmil_auto.dataset_conversion.lesion_points import StructureLesion, structure_lesions
 from glmil_auto.dataset_conversion.raw_writer import RawDatasetWriter
 from glmil_auto.dataset_conversion.resample_to_reference import resample_channel, same_grid
 
@@ -53,6 +65,8 @@ class ConvertedCase:
     rtstruct: str
     structure_voxels: dict[str, int]
     registered: list[str] = field(default_factory=list)
+    # one entry per lesion component each structure keeps voxels in, with a voxel inside it
+    lesions: list[StructureLesion] = field(default_factory=list)
 
 
 @dataclass
@@ -100,7 +114,7 @@ def convert_case(plan: CasePlan, rules: list[ChannelRule]) -> tuple[list[sitk.Im
         transform = rigid_registration(reference, contour_grid)
     masks: dict[str, np.ndarray] = {}
     notes: list[str] = []
-    for structure in plan.structures:
+    for structure, name in zip(plan.structures, structure_mask_names(plan.structures)):
         try:
             rasterised = rasterise_contours(structure.contours, contour_grid)
         except ContourOffGrid as exc:
@@ -112,7 +126,6 @@ def convert_case(plan: CasePlan, rules: list[ChannelRule]) -> tuple[list[sitk.Im
         mask = rasterised.mask
         if transform is not None or not same_grid(contour_grid, reference):
             mask = resample_structure_mask(mask, contour_grid, reference, transform)
-        name = structure.name if structure.name not in masks else f"{structure.name} (ROI {structure.number})"
         masks[name] = mask
     combined = lesion_mask(masks)
     notes += combined.notes
@@ -121,7 +134,8 @@ def convert_case(plan: CasePlan, rules: list[ChannelRule]) -> tuple[list[sitk.Im
     record = ConvertedCase(plan.case_id, plan.patient_id, plan.study_uid, plan.study_date,
                            {r.name: s.series_uid for r, s in zip(rules, plan.channels)}, plan.reference.series_uid,
                            plan.contour_series.series_uid, str(plan.structure_set.path), combined.voxels,
-                           list(plan.needs_registration))
+                           list(plan.needs_registration),
+                           [lesion for found in structure_lesions(combined, reference).values() for lesion in found])
     return images, mask_image, record, notes
 
 
@@ -143,6 +157,7 @@ def convert_dicom_rt(
     clinical_source: str | Path | None = None,
     add_columns: Callable[[list[ConvertedCase], Path, pd.DataFrame], tuple[pd.DataFrame, dict[str, str]]]
     | None = None,
+    lesion_outcomes: LesionOutcomeTable | None = None,
     **extra_dataset_json_keys: Any,
 ) -> ConversionResult:
     """Convert ``source`` into ``raw_folder/DatasetNNN_name``; raises ``DicomConversionError`` (bad
@@ -152,6 +167,12 @@ def convert_dicom_rt(
     the cases are written: it receives the case records, the dataset folder (labelsTr holds the
     masks) and the joined table, and returns the table plus the clinical features it adds
     (column -> type, declared in dataset.json with the others).
+
+    ``lesion_outcomes`` (:mod:`lesion_outcome_table`): lesion-level endpoints keyed by patient and
+    ROI name. Every row must name a selected structure of a converted case (checked before
+    anything is written); ``lesionsTr.csv`` gets one row per lesion with a point inside it, each
+    of its endpoints is declared ``{"type": "binary", "aggregation": "any_lesion"}``, and the case
+    column of that endpoint is made consistent with the lesions (after ``add_columns``).
     """
     rules = parse_channel_rules(channels)
     pattern = re.compile(structures, re.IGNORECASE)
@@ -159,6 +180,12 @@ def convert_dicom_rt(
     matching = plan_cases(inventory, rules, pattern, allow_registration=register)
     table, join_warnings = join_clinical(matching.plans, clinical, patient_column, date_column, clinical_source)
     warnings = matching.warnings + join_warnings
+    endpoints = dict(endpoints or {})
+    assigned: list[AssignedRow] = []
+    if lesion_outcomes is not None:
+        endpoints = _lesion_endpoints(endpoints, lesion_outcomes)
+        assigned, lesion_warnings = assign_rows(lesion_outcomes, matching.plans)
+        warnings += lesion_warnings
     writer = RawDatasetWriter(Path(raw_folder), dataset_id, name, [r.name for r in rules], LABELS, [1],
                               overwrite=overwrite)
     records = []
@@ -177,9 +204,28 @@ def convert_dicom_rt(
     keys = {"patient_column": PATIENT_COLUMN, "description": f"converted from DICOM MR + RTSTRUCT in {source} "
             f"(structures /{structures}/)"}
     keys.update(extra_dataset_json_keys)
-    folder = writer.finish({"Tr": table}, features, dict(endpoints or {}), **keys)
+    lesions = None
+    if lesion_outcomes is not None:
+        case_column = keys.get("case_column", CASE_COLUMN)
+        rows, merge_warnings = lesion_table(lesion_outcomes, assigned, records, case_column)
+        table, label_warnings = apply_case_labels(table, lesion_outcomes, assigned, records, case_column)
+        warnings += merge_warnings + label_warnings
+        lesions = {"Tr": rows}
+    folder = writer.finish({"Tr": table}, features, endpoints, lesions=lesions, **keys)
     _write_log(folder, records, warnings)
     return ConversionResult(folder, records, warnings)
+
+
+def _lesion_endpoints(endpoints: dict[str, dict[str, Any]], outcomes: LesionOutcomeTable) -> dict[str, dict[str, Any]]:
+    """The endpoints with every lesion endpoint declared binary with ``aggregation: any_lesion``
+    (other keys of an existing binary declaration are kept)."""
+    out = {name: dict(declaration) for name, declaration in endpoints.items()}
+    for name in outcomes.endpoints:
+        if out.get(name, {}).get("type", "binary") != "binary":
+            raise fail(f"endpoint {name!r} is declared {out[name]['type']!r}, but the lesion table gives it as a "
+                       "binary lesion outcome", file=outcomes.source)
+        out[name] = {**out.get(name, {}), **any_lesion_endpoint()}
+    return out
 
 
 def _write_log(folder: Path, records: list[ConvertedCase], warnings: list[DicomProblem]) -> None:

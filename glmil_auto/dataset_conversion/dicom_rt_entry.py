@@ -4,7 +4,8 @@
         --channel T1c='t1.*(post|gd|\\+c)' --channel FLAIR=flair --structures '^GTV' \\
         --clinical outcomes.csv --patient-column MRN \\
         --feature age=numeric --feature primary=categorical \\
-        --binary-endpoint local_failure --survival-endpoint os=os_months,os_event
+        --binary-endpoint local_failure --survival-endpoint os=os_months,os_event \\
+        --lesion-outcomes lesions.csv --lesion-patient-column MRN --lesion-date-column date
 
 Exit codes: 0 converted and verified; 1 the input has problems (every one printed, one line each,
 naming patient, file and problem; nothing is written when they are found before conversion);
@@ -22,6 +23,9 @@ from pathlib import Path
 from glmil_auto.dataset.problems import DatasetError
 from glmil_auto.dataset_conversion.script_support import add_declaration_arguments, declarations, name_value, safe_name
 from glmil_auto.dataset_conversion.dicom_errors import DicomConversionError
+
+ROI_COLUMN = "roi_name"  # lesion_outcome_table.ROI_COLUMN, repeated to keep --help free of heavy imports
+PATIENT_COLUMN = "patient_id"
 
 
 class UsageError(ValueError):
@@ -47,11 +51,44 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--patient-column", help="column of --clinical holding the DICOM PatientID")
     parser.add_argument("--date-column", help="column of --clinical with the study date, for several studies per patient")
     add_declaration_arguments(parser)
+    _add_lesion_arguments(parser)
     parser.add_argument("--register", action="store_true",
                         help="rigidly register channels whose FrameOfReferenceUID differs from the reference series")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bars")
     return parser
+
+
+def _add_lesion_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "lesion-level outcomes", "a CSV with one row per treated lesion (patient, ROI name, one 0/1 column per lesion "
+        "endpoint, optional <endpoint>_time); written to lesionsTr.csv with a point inside each lesion, and each "
+        "endpoint declared with aggregation any_lesion")
+    group.add_argument("--lesion-outcomes", type=Path, metavar="CSV", help="the lesion table")
+    group.add_argument("--lesion-patient-column", metavar="COL",
+                       help="its column with the DICOM PatientID (default: --patient-column, else patient_id)")
+    group.add_argument("--roi-column", default=ROI_COLUMN, metavar="COL",
+                       help="its column with the ROI name of the lesion in the RTSTRUCT (default: %(default)s)")
+    group.add_argument("--lesion-date-column", metavar="COL",
+                       help="its column with the study date, needed when a patient has several converted studies")
+    group.add_argument("--lesion-endpoint", action="append", default=None, metavar="COL",
+                       help="a lesion endpoint column (repeatable; default: every column other than the patient, "
+                       "ROI, date and <endpoint>_time columns)")
+
+
+def _lesion_options(args: argparse.Namespace) -> dict:
+    if args.lesion_outcomes is None:
+        given = [o for o, v in (("--lesion-patient-column", args.lesion_patient_column),
+                                ("--lesion-date-column", args.lesion_date_column),
+                                ("--lesion-endpoint", args.lesion_endpoint)) if v]
+        if given or args.roi_column != ROI_COLUMN:
+            raise UsageError(f"{given or ['--roi-column']} need --lesion-outcomes")
+        return {}
+    if not args.lesion_outcomes.is_file():
+        raise UsageError(f"lesion table {args.lesion_outcomes} does not exist")
+    return {"path": args.lesion_outcomes, "patient_column": args.lesion_patient_column or args.patient_column
+            or PATIENT_COLUMN, "roi_column": args.roi_column, "date_column": args.lesion_date_column,
+            "endpoints": args.lesion_endpoint}
 
 
 def _options(args: argparse.Namespace) -> dict:
@@ -75,13 +112,14 @@ def _options(args: argparse.Namespace) -> dict:
         raise UsageError(f"input folder {args.input} does not exist")
     if args.clinical is not None and not args.clinical.is_file():
         raise UsageError(f"clinical table {args.clinical} does not exist")
-    return {"channels": channels, "features": features, "endpoints": endpoints}
+    return {"channels": channels, "features": features, "endpoints": endpoints, "lesions": _lesion_options(args)}
 
 
 def convert_dicom_rt_entry(argv: list[str] | None = None) -> int:
     """Run the command; returns the exit code (0 ok, 1 bad input, 2 bad usage)."""
     from glmil_auto.dataset_conversion.dicom_clinical_join import read_clinical_csv
     from glmil_auto.dataset_conversion.dicom_rt_conversion import convert_dicom_rt
+    from glmil_auto.dataset_conversion.lesion_outcome_table import read_lesion_outcomes_csv
 
     args = build_parser().parse_args(argv)
     try:
@@ -92,11 +130,13 @@ def convert_dicom_rt_entry(argv: list[str] | None = None) -> int:
     extra = {"group_column": args.group_column} if args.group_column else {}
     try:
         clinical = read_clinical_csv(args.clinical) if args.clinical is not None else None
+        lesions = read_lesion_outcomes_csv(**options["lesions"]) if options["lesions"] else None
         result = convert_dicom_rt(
             args.input, args.output, args.dataset_id, args.name, options["channels"], args.structures,
             clinical=clinical, patient_column=args.patient_column, date_column=args.date_column,
             clinical_features=options["features"], endpoints=options["endpoints"], register=args.register,
-            overwrite=args.overwrite, progress=not args.no_progress, clinical_source=args.clinical, **extra)
+            overwrite=args.overwrite, progress=not args.no_progress, clinical_source=args.clinical,
+            lesion_outcomes=lesions, **extra)
     except (DicomConversionError, DatasetError) as exc:
         for line in str(exc).splitlines():
             print(line, file=sys.stderr)

@@ -37,6 +37,8 @@ FILE_ENDING = ".nii.gz"
 DEFAULT_CASE_COLUMN = "case_id"
 # dataset.json keys naming clinical-table columns that must then exist in every table written
 COLUMN_KEYS = ("group_column", "patient_column")
+# the optional lesion table lesions{Tr,Ts}.csv: one row per lesion, a point inside it in world mm
+LESION_POINT_COLUMNS = ("x_mm", "y_mm", "z_mm")
 
 
 class RawDatasetWriter:
@@ -154,9 +156,11 @@ class RawDatasetWriter:
         clinical: dict[str, pd.DataFrame],
         clinical_features: dict[str, str],
         endpoints: dict[str, dict[str, Any]],
+        lesions: dict[str, pd.DataFrame] | None = None,
         **extra_dataset_json_keys: Any,
     ) -> Path:
-        """Write ``clinical{split}.csv`` and ``dataset.json``, then run the dataset verifier.
+        """Write ``clinical{split}.csv`` (and ``lesions{split}.csv``) and ``dataset.json``, then run
+        the dataset verifier.
 
         Args:
             clinical: split (``"Tr"``, ``"Ts"``) -> table with one row per case written to that
@@ -166,7 +170,12 @@ class RawDatasetWriter:
             clinical_features: column -> ``numeric`` | ``binary`` | ``categorical``; declare only
                 columns the source really has.
             endpoints: endpoint name -> ``{"type": "binary"}`` or ``{"type": "survival",
-                "time": COLUMN, "event": COLUMN}`` (may be empty when the source has no outcomes).
+                "time": COLUMN, "event": COLUMN}`` (may be empty when the source has no outcomes);
+                a binary endpoint refined by the lesion table is ``{"type": "binary",
+                "aggregation": "any_lesion"}``.
+            lesions: optional split -> lesion table (one row per lesion: the case column,
+                ``x_mm``, ``y_mm``, ``z_mm`` = a point inside the lesion in world mm, one column per
+                lesion-level endpoint, extra columns kept); rows only for cases written to that split.
             **extra_dataset_json_keys: further dataset.json keys (``group_column``,
                 ``patient_column``, ``case_column``, ``description``, ``reference``, ``licence``,
                 ...); they override the defaults written here.
@@ -186,6 +195,10 @@ class RawDatasetWriter:
             table = self._checked_table(split, clinical.get(split), case_column, declared)
             buffer = table.to_csv(index=False, lineterminator="\n")
             write_bytes_atomic(layout.clinical_file(self.folder, split), buffer.encode("utf-8"))
+        for split, table in (lesions or {}).items():
+            checked = self._checked_lesion_table(split, table, case_column)
+            buffer = checked.to_csv(index=False, lineterminator="\n")
+            write_bytes_atomic(layout.lesion_file(self.folder, split), buffer.encode("utf-8"))
 
         content: dict[str, Any] = {
             "name": self.name,
@@ -232,6 +245,22 @@ class RawDatasetWriter:
         table = table.assign(**{case_column: ids}).set_index(case_column, drop=False).loc[written]
         columns = [case_column] + [c for c in table.columns if c != case_column]
         return table[columns].reset_index(drop=True)
+
+
+    def _checked_lesion_table(self, split: str, table: pd.DataFrame, case_column: str) -> pd.DataFrame:
+        """The lesion table with its case column first; DatasetError for a missing column or a row
+        of a case not written to ``split``."""
+        path = str(layout.lesion_file(self.folder, split))  # ValueError for an unknown split
+        missing = [c for c in (case_column, *LESION_POINT_COLUMNS) if c not in table.columns]
+        if missing:
+            raise DatasetError(error(f"lesion table lacks column(s) {missing}", file=path))
+        ids = table[case_column].astype(str)
+        unknown = sorted(set(ids) - set(self._cases[split]))
+        if unknown:
+            raise DatasetError([error("lesion row for a case that was not written", case=c, file=path)
+                                for c in unknown])
+        columns = [case_column] + [c for c in table.columns if c != case_column]
+        return table.assign(**{case_column: ids})[columns].reset_index(drop=True)
 
 
 def _endpoint_columns(name: str, declaration: dict[str, Any]) -> list[str]:

@@ -127,6 +127,9 @@ def run_evaluation(args: argparse.Namespace, command: list[str]) -> dict[str, An
     evaluated = table.index[table.index.isin(predictions.index)]
     if len(evaluated) == 0:
         raise PredictionEvaluationError(f"no case of {clinical_path} has a prediction")
+    starting_point = inputs.starting_point_baseline(predictions, spec)
+    if starting_point is not None:  # what the network started from: it must not score below it
+        baselines[inputs.STARTING_POINT] = starting_point
     truth = inputs.truth_baseline(dataset.folder, spec, list(evaluated))
     if truth is not None:  # the synthetic cohort's true risks: what a perfect model would score
         baselines[inputs.TRUTH_CEILING] = truth

@@ -33,6 +33,8 @@ from glmil_auto.evaluation.prediction_metrics import (
 
 CLINICAL_MODEL = "clinical model"
 TRUTH_CEILING = "truth (synthetic ceiling)"
+STARTING_POINT = "starting point (radiomics)"
+STARTING_POINT_SUFFIX = "_starting_point"
 
 
 def indexed_scores(frame: pd.DataFrame, spec: DatasetSpec, source: str) -> pd.DataFrame:
@@ -47,6 +49,19 @@ def indexed_scores(frame: pd.DataFrame, spec: DatasetSpec, source: str) -> pd.Da
         return indexed
     except PredictionEvaluationError as exc:
         raise PredictionEvaluationError(f"{source}: {exc}") from None
+
+
+def starting_point_baseline(predictions: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame | None:
+    """The model's own starting point (the fitted radiomics + clinical model the network corrects)
+    from the ``<endpoint>_starting_point`` columns that ``glmil_predict`` and the trainer's
+    validation write (``<endpoint>_starting_point_risk`` for survival endpoints), as a score table;
+    None for predictions without them (models trained before the starting point existed)."""
+    frame = pd.DataFrame(index=predictions.index)
+    for name, endpoint in spec.endpoints.items():
+        column = name + STARTING_POINT_SUFFIX + ("" if endpoint.type == "binary" else "_risk")
+        if column in predictions.columns:
+            frame[prediction_column(spec, name)] = numeric_column(predictions[column], column)
+    return frame if len(frame.columns) else None
 
 
 def read_baseline_arguments(arguments: Sequence[str], spec: DatasetSpec) -> dict[str, pd.DataFrame]:
@@ -133,6 +148,12 @@ def cross_validation_predictions(model_folder: Path, spec: DatasetSpec) -> pd.Da
                 risk = (table[f"{name}_log_risk"].to_numpy(dtype=float) - scale["mean"]) / scale["std"]
                 frame[f"{name}_risk"] = risk
                 frame[f"{name}_risk_group"] = assign_risk_groups(risk, scales[name]["cutoffs"])
+            start = name + STARTING_POINT_SUFFIX + ("" if endpoint.type == "binary" else "_log_risk")
+            if start in table:  # the fold's starting point (survival: standardised within the fold)
+                values = table[start].to_numpy(dtype=float)
+                if endpoint.type != "binary":
+                    values = (values - values.mean()) / (values.std() or 1.0)
+                frame[name + STARTING_POINT_SUFFIX + ("" if endpoint.type == "binary" else "_risk")] = values
         frames.append(frame)
     return pd.concat(frames, ignore_index=True).set_index("case_id")
 

@@ -36,6 +36,11 @@ def _common_arguments(parser: argparse.ArgumentParser) -> None:
                         help="times at which to write survival probabilities <endpoint>_surv_<t>, in the unit of the "
                              "dataset's time column (default: %(default)s)")
     parser.add_argument("--continue_prediction", action="store_true", help="skip cases already written in the output")
+    parser.add_argument("--harmonise", action="store_true",
+                        help="harmonise the lesion features of centres the model was not trained on: every fold's "
+                             "harmoniser is first fitted on each new centre's own cases of this run (grouped by the "
+                             "clinical table's centre column; cases without one form one group), which needs a first "
+                             "pass that preprocesses every case. Without it only training centres are harmonised")
     parser.add_argument("-device", "--device", choices=("cpu", "cuda"), default=None,
                         help="default: cuda when available, else cpu")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
@@ -52,7 +57,7 @@ def _run(args: argparse.Namespace, model_folder: str, masks: str, argv: list[str
         frame, failures = predictor.predict_from_files(
             args.images, masks, args.output, args.clinical, save_gradcam=args.save_gradcam,
             continue_prediction=args.continue_prediction, num_processes=args.num_processes_preprocessing,
-            progress=not args.no_progress, command_line=argv, explain=args.explain)
+            progress=not args.no_progress, command_line=argv, explain=args.explain, harmonise=args.harmonise)
     except (ModelFolderError, FileNotFoundError, DatasetError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

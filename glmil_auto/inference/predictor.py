@@ -17,8 +17,9 @@ Outputs of :meth:`GLMILPredictor.predict_from_files` in ``OUT``:
   probability at each horizon ``t``, :mod:`~glmil_auto.inference.survival_probabilities`) per
   survival endpoint;
 - ``<case>.json``: the same numbers, each fold's, the lesion table (world centroid in mm,
-  volume, attention weight and leave-one-out contribution per endpoint), the expert gate weights,
-  and the warnings about the case's inputs;
+  volume, attention weight and leave-one-out contribution per endpoint and, for an ``any_lesion``
+  endpoint, each lesion's own failure probability in the noisy-OR, ``lesion_probability``), the
+  expert gate weights, and the warnings about the case's inputs;
 - with ``explain``, an ``explanation`` block in ``<case>.json``: per endpoint, the SHAP
   contribution of every clinical variable, the lesion count and volume and the two image branches,
   largest first (:mod:`~glmil_auto.inference.shap_explanations`);
@@ -28,9 +29,17 @@ Outputs of :meth:`GLMILPredictor.predict_from_files` in ``OUT``:
   TTA, risk scales) and, when cases failed, ``failed_cases.json``.
 
 A case's JSON is written last (atomically) and carries the fingerprint of what produced it
-(:meth:`GLMILPredictor.produced_by`: model folder, checkpoint hashes, folds, TTA, clinical table),
-so ``continue_prediction`` reuses exactly the cases that the same settings produced and predicts
-the others again; ``predictions.csv`` is rebuilt from the case JSONs at the end.
+(:meth:`GLMILPredictor.produced_by`: model folder, checkpoint hashes, folds, TTA, clinical table,
+harmonisation), so ``continue_prediction`` reuses exactly the cases that the same settings produced
+and predicts the others again; ``predictions.csv`` is rebuilt from the case JSONs at the end.
+
+Harmonised lesion features (:mod:`glmil_auto.training.feature_harmonisation`): each fold's
+``harmonisation.json`` (a fold without one, trained before harmonisation: none) maps a case's
+intensity and texture features to that fold's training scale when the clinical table gives the case
+a training centre; any other case passes unchanged. With ``harmonise`` every fold's harmoniser is
+first extended to the run's new centres, each fitted on its own cases of this run (a first pass
+preprocesses every case; cases without a centre form one group named after the images folder), and
+then a case's numbers depend on the other cases of its centre in the run.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
+import tempfile
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -80,8 +90,10 @@ from glmil_auto.inference.survival_probabilities import (
 from glmil_auto.model import build_network
 from glmil_auto.model.network import GLMILMoE
 from glmil_auto.preprocessing.case_preprocessor import CasePreprocessor
-from glmil_auto.training.bag_collation import collate_bags, instance_descriptors
+from glmil_auto.preprocessing.lesion_features.settings import lesion_feature_names
+from glmil_auto.training.bag_collation import case_extras, collate_bags, collate_extras, instance_descriptors
 from glmil_auto.training.checkpointing import load_checkpoint
+from glmil_auto.training.feature_harmonisation import FeatureHarmoniser, centre_label
 from glmil_auto.utilities.atomic_files import remove_stale_temporaries, write_csv_atomic, write_json_atomic
 from glmil_auto.utilities.content_hash import file_sha256, json_sha256
 from glmil_auto.utilities.mixed_precision import autocast
@@ -109,6 +121,7 @@ class CasePrediction:
     gradcam: dict[str, np.ndarray] = field(default_factory=dict)  # endpoint -> map in the input's geometry
     properties: dict[str, Any] = field(default_factory=dict)
     explanation: dict[str, Any] | None = None  # SHAP per endpoint (explain=True)
+    harmonisation: dict[str, Any] | None = None  # the centre used and, per fold, what was done
 
     def to_json(self) -> dict[str, Any]:
         props = self.properties
@@ -117,6 +130,8 @@ class CasePrediction:
                    "n_lesions": props.get("n_lesions"), "n_instances": props.get("n_instances"),
                    "dropped_lesion_labels": props.get("dropped_lesion_labels", []),
                    "skull_stripped": props.get("skull_stripped"), "warnings": self.warnings}
+        if self.harmonisation is not None:
+            content["harmonisation"] = self.harmonisation
         if self.explanation is not None:
             content["explanation"] = self.explanation
         return content
@@ -137,6 +152,45 @@ def _preprocess_or_error(*args: Any) -> PreprocessedCase | BaseException:
         return exc
 
 
+class _no_folder:
+    """A context manager that gives no folder (prediction without the ``harmonise`` first pass)."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+class _FirstPass:
+    """The ``harmonise`` first pass: every case preprocessed once, its arrays kept in ``folder`` (a
+    temporary folder) and its properties in memory, read back case by case for prediction."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.properties: dict[str, dict[str, Any]] = {}
+        self.errors: dict[str, BaseException] = {}
+        self._files: dict[str, tuple[Path, Path]] = {}
+
+    def keep(self, case: str, result: PreprocessedCase | BaseException) -> None:
+        if isinstance(result, BaseException):
+            self.errors[case] = result
+            return
+        paths = (self.folder / f"{len(self._files)}_global.npy", self.folder / f"{len(self._files)}_local.npy")
+        np.save(paths[0], result.global_array)
+        np.save(paths[1], result.local_array)
+        self._files[case] = paths
+        self.properties[case] = result.properties
+
+    def cases(self, cases: Sequence[str]) -> Iterator[tuple[str, PreprocessedCase | BaseException]]:
+        for case in cases:
+            if case in self.errors:
+                yield case, self.errors[case]
+            else:
+                global_path, local_path = self._files[case]
+                yield case, PreprocessedCase(case, np.load(global_path), np.load(local_path), self.properties[case])
+
+
 class GLMILPredictor:
     """The folds of one model folder, ready to predict (``folds=None``: every trained fold)."""
 
@@ -146,7 +200,9 @@ class GLMILPredictor:
         self.model = open_model_folder(model_folder, folds, checkpoint_name)
         self.plans, self.spec = self.model.plans, self.model.spec
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self._checkpoint_metadata: dict[str, dict[str, Any]] = {}
         self.networks: dict[str, GLMILMoE] = {fold: self._load_network(fold) for fold in self.model.folds}
+        self.harmonisers: dict[str, FeatureHarmoniser] = {fold: self._load_harmoniser(fold) for fold in self.model.folds}
         self.endpoints = self.plans["endpoints"]
         self.binary = [e["name"] for e in self.endpoints if e["type"] == "binary"]
         self.survival = [e["name"] for e in self.endpoints if e["type"] == "survival"]
@@ -168,10 +224,31 @@ class GLMILPredictor:
     # ------------------------------------------------------------------ setup
     def _load_network(self, fold: str) -> GLMILMoE:
         content = load_checkpoint(self.model.checkpoint(fold), map_location="cpu")
+        self._checkpoint_metadata[fold] = dict(content.get("metadata", {}))
         mode = content.get("metadata", {}).get("network_mode", "full")
         network = build_network(json.loads(content["plans"]), mode=mode)
         network.load_state_dict(content["network"])
         return network.to(self.device).eval()
+
+    def _load_harmoniser(self, fold: str) -> FeatureHarmoniser:
+        """The fold's ``harmonisation.json``; the identity for a fold trained before harmonisation.
+        A checkpoint that was trained on harmonised features needs its file."""
+        path = self.model.path / f"fold_{fold}" / "harmonisation.json"
+        expected = self._checkpoint_metadata.get(fold, {}).get("harmonisation_sha256")
+        if not path.is_file():
+            if expected is not None:
+                raise ModelFolderError(f"{path} is missing: fold {fold}'s {self.model.checkpoint_name} was trained on "
+                                       "harmonised lesion features; copy the fold's harmonisation.json with the model")
+            return FeatureHarmoniser.identity("the fold has no harmonisation.json (trained before harmonisation)")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            harmoniser = FeatureHarmoniser.from_dict(data)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ModelFolderError(f"{path} cannot be read ({exc}): re-run 'glmil_train DATASET {fold} --val'") from None
+        if expected is not None and json_sha256(data) != expected:
+            logger.warning("%s is not the harmonisation fold %s's %s was trained with (a re-fit?); predicting with it",
+                           path, fold, self.model.checkpoint_name)
+        return harmoniser
 
     def _store_with_model(self, path: Path, endpoints: dict[str, Any]) -> None:
         """Record what was fitted from the out-of-fold predictions in the model folder (a read-only
@@ -249,13 +326,17 @@ class GLMILPredictor:
                                  for fold in self.model.folds}
         return self._backgrounds
 
-    def explain(self, batch: dict[str, np.ndarray], case_id: str) -> dict[str, Any]:
-        """SHAP of one case (the un-mirrored batch), averaged over the folds: logits for binary
-        endpoints, standardised log-risks (as ensembled) for survival endpoints."""
-        tensors = {key: torch.as_tensor(value).to(self.device) for key, value in batch.items()}
+    def explain(self, batch: dict[str, np.ndarray], case_id: str,
+                fold_batches: dict[str, dict[str, np.ndarray]] | None = None) -> dict[str, Any]:
+        """SHAP of one case (the un-mirrored batch; ``fold_batches``: a fold's own batch where its
+        harmonisation changed the features), averaged over the folds: logits for binary endpoints,
+        standardised log-risks (as ensembled) for survival endpoints."""
+        shared = {key: torch.as_tensor(value).to(self.device) for key, value in batch.items()}
         features = self.plans["clinical"]["features"]
         values = base = inputs = names = None
         for fold, network in self.networks.items():
+            tensors = shared if not fold_batches or fold not in fold_batches else {
+                key: torch.as_tensor(value).to(self.device) for key, value in fold_batches[fold].items()}
             with torch.no_grad(), autocast(self.device):
                 inputs = explanation_inputs(network, tensors, [case_id])
             result = shap_values(network, inputs, self.shap_backgrounds()[fold], features)
@@ -271,11 +352,14 @@ class GLMILPredictor:
         shown = display_values(inputs, features, names)[0]
         return case_explanation(values, base, names, shown, self.endpoints)
 
-    def produced_by(self, clinical_file: str | Path | None, explain: bool = False) -> dict[str, Any]:
+    def produced_by(self, clinical_file: str | Path | None, explain: bool = False,
+                    harmonisers: dict[str, FeatureHarmoniser] | None = None, harmonise: bool = False) -> dict[str, Any]:
         """What a case's numbers depend on besides its own images: the model folder, each fold's
-        checkpoint file (sha256), the folds, test-time mirroring, the risk scales and the clinical
-        table (sha256). ``fingerprint`` hashes the rest; ``continue_prediction`` reuses a case only
-        when its JSON carries the same fingerprint."""
+        checkpoint file (sha256), the folds, test-time mirroring, the risk scales, the clinical
+        table (sha256) and the harmonisation (``harmonise``, and the sha256 of every fold's
+        harmoniser as used, new centres included). ``fingerprint`` hashes the rest;
+        ``continue_prediction`` reuses a case only when its JSON carries the same fingerprint."""
+        harmonisers = self.harmonisers if harmonisers is None else harmonisers
         record: dict[str, Any] = {
             "model_folder": str(self.model.path.resolve()), "checkpoint": self.model.checkpoint_name,
             "folds": list(self.model.folds), "checkpoint_sha256": self.checkpoint_sha256,
@@ -285,6 +369,9 @@ class GLMILPredictor:
             "survival_horizons": self.horizons, "survival_models_sha256": json_sha256(self.survival_models),
             "clinical_sha256": None if clinical_file is None else file_sha256(clinical_file),
             "explain": bool(explain),
+            "harmonise": bool(harmonise),
+            "harmonisation": {fold: h.method for fold, h in harmonisers.items()},
+            "harmonisation_sha256": json_sha256({fold: h.to_dict() for fold, h in harmonisers.items()}),
         }
         record["fingerprint"] = json_sha256(record)[:32]
         return record
@@ -299,9 +386,41 @@ class GLMILPredictor:
         """The network's batch of one case (B = 1), as the training loader builds it."""
         batch = collate_bags([case.global_array], [case.local_array],
                              [instance_descriptors(case.properties, case.case_id)])
+        batch.update(self._feature_arrays(case.properties, case.case_id, batch["instance_mask"].shape[1]))
         batch["clinical_values"] = np.asarray(clinical_values, dtype=np.float32).reshape(1, -1)
         batch["clinical_categories"] = np.asarray(clinical_categories, dtype=np.int64).reshape(1, -1)
         return batch
+
+    def _feature_arrays(self, properties: dict[str, Any], case_id: str, n_max: int) -> dict[str, np.ndarray]:
+        """``instance_features`` (1, n_max, L) and ``case_features`` (1, P) of a case's properties."""
+        section = self.plans["preprocessing"].get("lesion_features")
+        extras = case_extras(properties, case_id, lesion_feature_names(section), (section or {}).get("case_features", []))
+        return collate_extras([extras], n_max)
+
+    def fold_feature_arrays(self, case: PreprocessedCase, centre: Any,
+                            harmonisers: dict[str, FeatureHarmoniser] | None = None, n_max: int | None = None
+                            ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, str]]:
+        """Per fold whose harmoniser changes this case (centre ``centre``), its harmonised feature
+        arrays (as :meth:`_feature_arrays`, bags padded to ``n_max``: default the case's own bag);
+        and per fold what was done, for the case's JSON."""
+        harmonisers = self.harmonisers if harmonisers is None else harmonisers
+        n_max = max(1, int(case.properties.get("n_instances", 0))) if n_max is None else int(n_max)
+        arrays: dict[str, dict[str, np.ndarray]] = {}
+        done: dict[str, str] = {}
+        for fold in self.networks:
+            harmoniser = harmonisers.get(fold)
+            if harmoniser is None or harmoniser.is_identity:
+                done[fold] = "unchanged: " + (harmoniser.reason if harmoniser is not None else "no harmoniser")
+                continue
+            if not harmoniser.knows(centre):
+                done[fold] = "unchanged: centre not seen in training (glmil_predict --harmonise fits it)"
+                continue
+            transformed = harmoniser.transform(case.properties, centre, case.case_id, warn_unseen=False)
+            done[fold] = ("harmonised as training centre" if centre_label(centre) in harmoniser.training_centres
+                          else "harmonised as a new centre fitted on this run's cases")
+            if transformed is not case.properties and self.plans["preprocessing"].get("lesion_features"):
+                arrays[fold] = self._feature_arrays(transformed, case.case_id, n_max)
+        return arrays, done
 
     def _forward(self, network: GLMILMoE, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         tensors = {key: torch.as_tensor(value).to(self.device) for key, value in batch.items()}
@@ -312,24 +431,35 @@ class GLMILPredictor:
             return {k: v.float().cpu().numpy() for k, v in values.items()}
 
         return {"logits": cpu(output.logits), "log_risks": cpu(output.log_risks),
-                "attention": cpu(output.attention), "gate_weights": cpu(output.gate_weights)}
+                "attention": cpu(output.attention), "gate_weights": cpu(output.gate_weights),
+                "instance_logits": cpu(output.instance_logits)}
 
     def predict_case(self, case: PreprocessedCase, clinical_values: np.ndarray, clinical_categories: np.ndarray,
                      gradcam_endpoints: Sequence[str] = (), warnings: Sequence[str] = (),
-                     explain: bool = False) -> CasePrediction:
-        """Ensemble prediction of one preprocessed case (see the module docstring)."""
+                     explain: bool = False, centre: Any = None,
+                     harmonisers: dict[str, FeatureHarmoniser] | None = None) -> CasePrediction:
+        """Ensemble prediction of one preprocessed case (see the module docstring). ``centre``: the
+        case's centre, for each fold's harmonisation of its lesion features (``harmonisers``, default
+        the model folder's; a centre a fold does not know leaves that fold's features unchanged)."""
         batch = self.case_batch(case, clinical_values, clinical_categories)
         variants = [mirror_case_batch(batch, v) for v in self.variants]
         left_out = leave_one_out_batches(batch)
         full = concatenate_batches(variants + left_out)
         v, n = len(variants), len(left_out)
+        # the variants and left-out bags share the case's feature arrays: a fold's harmonised ones replace them
+        harmonised, harmonisation = self.fold_feature_arrays(case, centre, harmonisers, batch["instance_mask"].shape[1])
+        rows = full["global"].shape[0]
+        fold_batches = {fold: {**batch, **arrays} for fold, arrays in harmonised.items()}
         per_fold: dict[str, dict[str, float]] = {}
         attention = {e["name"]: np.zeros(n) for e in self.endpoints}
         contribution = {e["name"]: np.zeros(n) for e in self.endpoints}
+        lesion_probability: dict[str, np.ndarray] = {}
         gates: dict[str, np.ndarray] = {}
         ensemble = {name: 0.0 for name in self.binary + self.survival}
         for fold, network in self.networks.items():
-            out = self._forward(network, full)
+            fold_full = full if fold not in harmonised else {
+                **full, **{key: np.repeat(value, rows, axis=0) for key, value in harmonised[fold].items()}}
+            out = self._forward(network, fold_full)
             fold_values = {}
             for name in self.binary:
                 p = 1.0 / (1.0 + np.exp(-out["logits"][name].astype(np.float64)))
@@ -344,6 +474,9 @@ class GLMILPredictor:
                 contribution[name] += (r[0] - r[v:]) / scale["std"] / len(self.networks)
             for name, weights in out["attention"].items():
                 attention[name] += weights[:v, :n].mean(axis=0) / len(self.networks)
+            for name, logits in out["instance_logits"].items():  # each lesion's own noisy-OR probability
+                p = 1.0 / (1.0 + np.exp(-logits[:v, :n].astype(np.float64)))
+                lesion_probability[name] = lesion_probability.get(name, 0.0) + p.mean(axis=0) / len(self.networks)
             for name, weights in out["gate_weights"].items():
                 gates[name] = gates.get(name, 0.0) + weights[:v].mean(axis=0) / len(self.networks)
             per_fold[fold] = fold_values
@@ -357,17 +490,20 @@ class GLMILPredictor:
             survival = survival_probabilities(self.survival_models[name], [ensemble[name]], self.horizons)[0]
             for horizon, value in zip(self.horizons, survival):
                 row[f"{name}_surv_{horizon_label(horizon)}"] = float(value)
-        prediction = CasePrediction(case.case_id, row, per_fold, self._lesion_table(case, attention, contribution),
+        prediction = CasePrediction(case.case_id, row, per_fold,
+                                    self._lesion_table(case, attention, contribution, lesion_probability),
                                     {k: [float(x) for x in w] for k, w in gates.items()}, list(warnings),
-                                    properties=case.properties)
+                                    properties=case.properties,
+                                    harmonisation={"centre": centre_label(centre), "folds": harmonisation})
         if gradcam_endpoints:
-            prediction.gradcam = self.gradcam(case, batch, gradcam_endpoints)
+            prediction.gradcam = self.gradcam(case, batch, gradcam_endpoints, fold_batches)
         if explain:
-            prediction.explanation = self.explain(batch, case.case_id)
+            prediction.explanation = self.explain(batch, case.case_id, fold_batches)
         return prediction
 
     def _lesion_table(self, case: PreprocessedCase, attention: dict[str, np.ndarray],
-                      contribution: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+                      contribution: dict[str, np.ndarray], lesion_probability: dict[str, np.ndarray] | None = None
+                      ) -> list[dict[str, Any]]:
         original = Geometry.from_dict(case.properties["original_geometry"])
         table = []
         for lesion in case.properties.get("lesions", []):
@@ -382,20 +518,27 @@ class GLMILPredictor:
                 "kept": bool(lesion.get("kept")),
                 "attention": {k: float(w[index]) for k, w in attention.items()} if index is not None else None,
                 "contribution": {k: float(c[index]) for k, c in contribution.items()} if index is not None else None,
+                "lesion_probability": ({k: float(p[index]) for k, p in (lesion_probability or {}).items()}
+                                       if index is not None and lesion_probability else None),
             })
         return table
 
-    def gradcam(self, case: PreprocessedCase, batch: dict[str, np.ndarray], endpoints: Sequence[str]
-                ) -> dict[str, np.ndarray]:
-        """Fold-averaged Grad-CAM of the global encoder per endpoint, in the input image's geometry."""
+    def gradcam(self, case: PreprocessedCase, batch: dict[str, np.ndarray], endpoints: Sequence[str],
+                fold_batches: dict[str, dict[str, np.ndarray]] | None = None) -> dict[str, np.ndarray]:
+        """Fold-averaged Grad-CAM of the global encoder per endpoint, in the input image's geometry
+        (``fold_batches``: a fold's own batch where its harmonisation changed the features)."""
         from glmil_auto.inference.gradcam import global_gradcam, gradcam_in_image_geometry
 
-        tensors = {key: torch.as_tensor(value).to(self.device) for key, value in batch.items()}
+        shared = {key: torch.as_tensor(value).to(self.device) for key, value in batch.items()}
+        tensors = {fold: shared if not fold_batches or fold not in fold_batches else
+                   {key: torch.as_tensor(value).to(self.device) for key, value in fold_batches[fold].items()}
+                   for fold in self.networks}
         global_geometry = Geometry.from_dict(case.properties["global_geometry"])
         original = Geometry.from_dict(case.properties["original_geometry"])
         maps = {}
         for endpoint in endpoints:
-            cam = np.mean([global_gradcam(network, tensors, endpoint)[0] for network in self.networks.values()], axis=0)
+            cam = np.mean([global_gradcam(network, tensors[fold], endpoint)[0]
+                           for fold, network in self.networks.items()], axis=0)
             maps[endpoint] = gradcam_in_image_geometry(cam, global_geometry, original)
         return maps
 
@@ -403,10 +546,12 @@ class GLMILPredictor:
     def predict_from_files(self, images_folder: str | Path, masks_folder: str | Path, output_folder: str | Path,
                            clinical_file: str | Path | None = None, save_gradcam: bool = False,
                            continue_prediction: bool = False, num_processes: int = 0, progress: bool = True,
-                           command_line: Sequence[str] | None = None, explain: bool = False
+                           command_line: Sequence[str] | None = None, explain: bool = False, harmonise: bool = False
                            ) -> tuple[pd.DataFrame, dict[str, str]]:
         """Predict every case of ``images_folder``; returns the predictions table and the failed
-        cases (case -> error). See the module docstring for what is written."""
+        cases (case -> error). See the module docstring for what is written. ``harmonise``: fit every
+        fold's harmoniser on the run's new centres first (their own cases, a first pass that
+        preprocesses every case); without it each case is preprocessed and predicted on its own."""
         out = Path(output_folder)
         out.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(out)
@@ -418,40 +563,125 @@ class GLMILPredictor:
             gradcam_endpoints = []
         if explain:
             self.shap_backgrounds()  # a missing background stops here, before any case
-        produced_by = self.produced_by(clinical_file, explain)
-        write_json_atomic(out / "plans.json", self.plans)
-        write_json_atomic(out / "prediction_settings.json", {
-            **self._settings(images_folder, masks_folder, clinical_file, save_gradcam, command_line),
-            "explain": explain,
-            "produced_by": produced_by})
-        fingerprint = produced_by["fingerprint"]
-        todo = [c for c in cases if not (continue_prediction and self._is_done(out, c, gradcam_endpoints, fingerprint))]
-        if continue_prediction:
-            logger.info("continuing: %d of %d case(s) reused from %s (same model, folds, checkpoints, TTA and clinical "
-                        "table); %d to predict", len(cases) - len(todo), len(cases), out, len(todo))
-        failures: dict[str, str] = {}
-        bar = tqdm(total=len(todo), desc="predicting", unit="case", disable=not progress)
-        for case_id, result in self._preprocessed(todo, images_folder, masks_folder, num_processes):
-            try:
-                if isinstance(result, BaseException):
-                    raise result
-                values, categories, clinical_warnings = clinical.encode(case_id)
-                for message in clinical_warnings:
-                    logger.warning("case %s: %s", case_id, message)
-                warnings = [*result.properties.get("warnings", []), *clinical_warnings]
-                prediction = self.predict_case(result, values, categories, gradcam_endpoints, warnings, explain)
-                self._write_case(out, prediction, fingerprint)
-            except Exception as exc:  # noqa: BLE001 - reported per case; the other cases go on
-                failures[case_id] = str(exc)
-                logger.error("case %s was not predicted: %s", case_id, exc)
-            bar.update()
-        bar.close()
+        centres = self.case_centres(clinical, cases)
+        with tempfile.TemporaryDirectory(prefix="glmil_harmonise_") if harmonise else _no_folder() as cache_folder:
+            harmonisers, new_centres, first_pass = self.harmonisers, {}, None
+            if harmonise:
+                first_pass = _FirstPass(Path(cache_folder))
+                for case_id, result in tqdm(self._preprocessed(cases, images_folder, masks_folder, num_processes),
+                                            total=len(cases), desc="preprocessing (--harmonise)", unit="case",
+                                            disable=not progress):
+                    first_pass.keep(case_id, result)
+                harmonisers, new_centres = self.fit_new_centres(first_pass.properties, centres, clinical,
+                                                                Path(images_folder).resolve().name or "input")
+            produced_by = self.produced_by(clinical_file, explain, harmonisers, harmonise)
+            write_json_atomic(out / "plans.json", self.plans)
+            write_json_atomic(out / "prediction_settings.json", {
+                **self._settings(images_folder, masks_folder, clinical_file, save_gradcam, command_line),
+                "explain": explain,
+                "harmonisation": self._harmonisation_settings(harmonisers, harmonise, centres, new_centres),
+                "produced_by": produced_by})
+            fingerprint = produced_by["fingerprint"]
+            todo = [c for c in cases
+                    if not (continue_prediction and self._is_done(out, c, gradcam_endpoints, fingerprint))]
+            if continue_prediction:
+                logger.info("continuing: %d of %d case(s) reused from %s (same model, folds, checkpoints, TTA, clinical "
+                            "table and harmonisation); %d to predict", len(cases) - len(todo), len(cases), out, len(todo))
+            self._warn_unharmonised(todo, centres, harmonisers)
+            failures: dict[str, str] = {}
+            bar = tqdm(total=len(todo), desc="predicting", unit="case", disable=not progress)
+            source = (self._preprocessed(todo, images_folder, masks_folder, num_processes) if first_pass is None
+                      else first_pass.cases(todo))
+            for case_id, result in source:
+                try:
+                    if isinstance(result, BaseException):
+                        raise result
+                    values, categories, clinical_warnings = clinical.encode(case_id)
+                    for message in clinical_warnings:
+                        logger.warning("case %s: %s", case_id, message)
+                    warnings = [*result.properties.get("warnings", []), *clinical_warnings]
+                    prediction = self.predict_case(result, values, categories, gradcam_endpoints, warnings, explain,
+                                                   centre=centres.get(case_id), harmonisers=harmonisers)
+                    self._write_case(out, prediction, fingerprint)
+                except Exception as exc:  # noqa: BLE001 - reported per case; the other cases go on
+                    failures[case_id] = str(exc)
+                    logger.error("case %s was not predicted: %s", case_id, exc)
+                bar.update()
+            bar.close()
         frame = self._collect(out, cases)
         if failures:
             write_json_atomic(out / "failed_cases.json", failures)
         else:
             (out / "failed_cases.json").unlink(missing_ok=True)
         return frame, failures
+
+    # ------------------------------------------------------------------ harmonisation of new centres
+    def case_centres(self, clinical: ClinicalInputs, cases: Sequence[str]) -> dict[str, str | None]:
+        """Each case's centre from the clinical table's ``group_column`` (None: no table, no row or
+        no such column)."""
+        column = self.spec.group_column
+        table = clinical.table
+        out: dict[str, str | None] = {}
+        for case in cases:
+            value = None
+            if column and column in table.columns and case in table.index:
+                cell = table.loc[[case], column]
+                value = cell.iloc[0] if len(cell) else None
+            out[case] = centre_label(value)
+        return out
+
+    def fit_new_centres(self, properties: dict[str, dict[str, Any]], centres: dict[str, str | None],
+                        clinical: ClinicalInputs, unnamed_group: str
+                        ) -> tuple[dict[str, FeatureHarmoniser], dict[str, list[str]]]:
+        """Every fold's harmoniser extended to the centres of this run that it does not know, each
+        fitted on its own preprocessed cases (``properties``: case -> properties, the cases that
+        preprocessed). Cases without a centre form one group, ``unnamed_group`` (renamed when a
+        fold knows that name), and ``centres`` is updated with it; cases whose clinical row is
+        missing or bad (they fail later) are left out. Returns the harmonisers and the groups."""
+        known = {c for h in self.harmonisers.values() for c in h.centres}
+        group = unnamed_group
+        while group in known:
+            group += "_new"
+        groups: dict[str, list[str]] = {}
+        for case in properties:
+            usable = clinical.path is None or (case in clinical.table.index and case not in clinical.problems_by_case)
+            if not usable:
+                continue
+            if centres.get(case) is None:
+                centres[case] = group
+            groups.setdefault(centres[case], []).append(case)
+        harmonisers: dict[str, FeatureHarmoniser] = {}
+        new_centres: dict[str, list[str]] = {}
+        for fold, harmoniser in self.harmonisers.items():
+            for label, members in groups.items():
+                if harmoniser.is_identity or harmoniser.knows(label):
+                    continue
+                harmoniser = harmoniser.fit_new_centre([properties[c] for c in members], label, members)
+                new_centres[label] = members
+                logger.info("fold %s: lesion features of the new centre %r fitted on its %d case(s) of this run",
+                            fold, label, len(members))
+            harmonisers[fold] = harmoniser
+        return harmonisers, new_centres
+
+    def _warn_unharmonised(self, cases: Sequence[str], centres: dict[str, str | None],
+                           harmonisers: dict[str, FeatureHarmoniser]) -> None:
+        """One warning per centre whose cases some fold leaves unharmonised."""
+        unseen: dict[str | None, list[str]] = {}
+        for case in cases:
+            folds = [f for f, h in harmonisers.items() if not h.is_identity and not h.knows(centres.get(case))]
+            if folds:
+                unseen.setdefault(centres.get(case), folds)
+        for centre, folds in unseen.items():
+            logger.warning("lesion features of centre %s are not harmonised by fold(s) %s: not a training centre of "
+                           "the fold (pass --harmonise to fit the centre from its own cases)",
+                           "(none given)" if centre is None else repr(centre), folds)
+
+    def _harmonisation_settings(self, harmonisers: dict[str, FeatureHarmoniser], harmonise: bool,
+                                centres: dict[str, str | None], new_centres: dict[str, list[str]]) -> dict[str, Any]:
+        return {"harmonise": bool(harmonise),
+                "folds": {fold: h.describe() for fold, h in harmonisers.items()},
+                "case_centres": centres,
+                "new_centres": new_centres}
 
     def _preprocessed(self, cases: list[str], images_folder: str | Path, masks_folder: str | Path,
                       num_processes: int) -> Iterator[tuple[str, PreprocessedCase | BaseException]]:

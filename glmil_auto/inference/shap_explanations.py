@@ -7,7 +7,12 @@ experts, the heads and the clinical linear offset. Its "features" are
   missing indicator or one-hot block moving together),
 - the lesion count and the total lesion volume (the bag's size and burden),
 - ``image: global branch``, the whole-brain encoder's embedding, and ``image: lesion branch``,
-  the attention-pooled embedding of the lesion patches (one endpoint-specific vector each).
+  the attention-pooled embedding of the lesion patches (one endpoint-specific vector each);
+- ``lesions: radiomics and lesion scores`` (plans with stored radiomic features or any_lesion
+  endpoints): the case's patient aggregates of its radiomic features, which enter the starting
+  point, together with the sum over its lesions of log(1 - p_lesion) of each any_lesion endpoint
+  (the lesion-level noisy-OR: the lesions' radiomic features, their CNN corrections and the
+  clinical shift of every lesion's risk), as one grouped feature.
 
 An image branch's embedding is one feature: SHAP's interventional masking swaps the whole vector
 for that of a background case. The masker therefore works on a table whose two image columns
@@ -35,6 +40,7 @@ import torch
 
 GLOBAL_FEATURE = "image: global branch"
 LOCAL_FEATURE = "image: lesion branch"
+LESION_FEATURE = "lesions: radiomics and lesion scores"
 VOLUMETRIC_FEATURES = ("lesion count", "total lesion volume (mL)")
 EXACT_MAX_FEATURES = 12
 MAX_BACKGROUND = 50
@@ -50,6 +56,12 @@ class ExplanationInputs:
     volumetric: np.ndarray  # (n, 2) log1p(count), log1p(volume mL)
     global_summary: np.ndarray | None  # (n, D)
     local_summary: np.ndarray | None  # (n, K, D)
+    case_features: np.ndarray | None = None  # (n, P) stored patient aggregates of the radiomic features
+    lesion_survival: np.ndarray | None = None  # (n, K) sum of log(1 - p_lesion), any_lesion endpoints
+
+    @property
+    def has_lesion_group(self) -> bool:
+        return self.case_features is not None or self.lesion_survival is not None
 
     def __len__(self) -> int:
         return len(self.case_ids)
@@ -58,8 +70,8 @@ class ExplanationInputs:
         rows = np.asarray(rows, dtype=np.int64)
         return ExplanationInputs(
             [self.case_ids[i] for i in rows], self.clinical_values[rows], self.clinical_categories[rows],
-            self.volumetric[rows], None if self.global_summary is None else self.global_summary[rows],
-            None if self.local_summary is None else self.local_summary[rows])
+            self.volumetric[rows], *(None if getattr(self, name) is None else getattr(self, name)[rows]
+                                     for name in ("global_summary", "local_summary", "case_features", "lesion_survival")))
 
     @staticmethod
     def concatenate(parts: Sequence["ExplanationInputs"]) -> "ExplanationInputs":
@@ -69,7 +81,7 @@ class ExplanationInputs:
 
         return ExplanationInputs([c for p in parts for c in p.case_ids], stack("clinical_values"),
                                  stack("clinical_categories"), stack("volumetric"), stack("global_summary"),
-                                 stack("local_summary"))
+                                 stack("local_summary"), stack("case_features"), stack("lesion_survival"))
 
     def save(self, path: str | Path) -> None:
         arrays = {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
@@ -82,18 +94,21 @@ class ExplanationInputs:
         with np.load(path, allow_pickle=False) as data:
             get = lambda name: data[name] if name in data.files else None  # noqa: E731
             return cls([str(c) for c in data["case_ids"]], data["clinical_values"], data["clinical_categories"],
-                       data["volumetric"], get("global_summary"), get("local_summary"))
+                       data["volumetric"], get("global_summary"), get("local_summary"), get("case_features"),
+                       get("lesion_survival"))
 
 
 @torch.no_grad()
 def explanation_inputs(network: Any, batch: dict[str, torch.Tensor], case_ids: Sequence[str]) -> ExplanationInputs:
     """The fusion inputs of a batch (the network in eval mode; no augmentation)."""
-    global_summary, local_summary, _ = network.branch_summaries(batch)
+    global_summary, local_summary, _, lesion_logits = network.branch_summaries(batch)
     cpu = lambda t: None if t is None else t.float().cpu().numpy()  # noqa: E731
+    case_features = network.case_features(batch) if network.n_case_features else None
+    survival = network.lesion_survival(batch, lesion_logits) if lesion_logits is not None else None
     return ExplanationInputs(list(case_ids), batch["clinical_values"].float().cpu().numpy(),
                              batch["clinical_categories"].long().cpu().numpy(),
                              network.volumetric_inputs(batch).float().cpu().numpy(),
-                             cpu(global_summary), cpu(local_summary))
+                             cpu(global_summary), cpu(local_summary), cpu(case_features), cpu(survival))
 
 
 def feature_names(clinical_features: Sequence[dict[str, Any]], network: Any) -> list[str]:
@@ -105,6 +120,8 @@ def feature_names(clinical_features: Sequence[dict[str, Any]], network: Any) -> 
         names.append(GLOBAL_FEATURE)
     if network.use_local:
         names.append(LOCAL_FEATURE)
+    if network.n_case_features or network.lesion_endpoints:
+        names.append(LESION_FEATURE)
     return names
 
 
@@ -116,6 +133,8 @@ def _table(inputs: ExplanationInputs, first_row: int) -> np.ndarray:
     if inputs.global_summary is not None:
         parts.append(rows)
     if inputs.local_summary is not None:
+        parts.append(rows)
+    if inputs.has_lesion_group:
         parts.append(rows)
     return np.concatenate(parts, axis=1)
 
@@ -131,6 +150,9 @@ class _FusionFunction:
         self.device = device
         self.global_bank = None if bank.global_summary is None else torch.as_tensor(bank.global_summary, device=device)
         self.local_bank = None if bank.local_summary is None else torch.as_tensor(bank.local_summary, device=device)
+        as_bank = lambda a: None if a is None else torch.as_tensor(a, device=device)  # noqa: E731
+        self.case_feature_bank, self.survival_bank = as_bank(bank.case_features), as_bank(bank.lesion_survival)
+        self.lesion_group = bank.has_lesion_group
         self.endpoint_names = list(endpoint_names)
 
     @torch.no_grad()
@@ -147,7 +169,14 @@ class _FusionFunction:
                 column += 1
             if self.local_bank is not None:
                 local_summary = self.local_bank[part[:, column].round().long()]
-            logits, log_risks, *_ = self.network.fuse(global_summary, local_summary, values, categories, volumetric)
+                column += 1
+            case_features = survival = None
+            if self.lesion_group:
+                rows = part[:, column].round().long()
+                case_features = None if self.case_feature_bank is None else self.case_feature_bank[rows]
+                survival = None if self.survival_bank is None else self.survival_bank[rows]
+            logits, log_risks, *_ = self.network.fuse(global_summary, local_summary, values, categories, volumetric,
+                                                      case_features=case_features, lesion_survival=survival)
             merged = {**logits, **log_risks}
             out.append(torch.stack([merged[name].float() for name in self.endpoint_names], dim=1).cpu().numpy())
         return np.concatenate(out, axis=0).astype(np.float64)

@@ -49,7 +49,10 @@ def encoder_spec(plans: dict[str, Any], branch: str) -> tuple[str, dict[str, Any
 
 def network_config(plans: dict[str, Any], mode: str = "full", **overrides: Any) -> dict[str, Any]:
     """Everything the network needs, read from the plans; ``overrides`` for variants (top_k, ...)."""
+    from glmil_auto.preprocessing.lesion_features.settings import lesion_feature_names
+
     defaults = plans["training"]["trainer_defaults"]
+    lesion_section = plans["preprocessing"].get("lesion_features")
     global_class, global_kwargs = encoder_spec(plans, "global_encoder")
     local_class, local_kwargs = encoder_spec(plans, "local_encoder")
     config = {
@@ -69,6 +72,9 @@ def network_config(plans: dict[str, Any], mode: str = "full", **overrides: Any) 
         "noisy_gating": False,
         "clinical_features": plans["clinical"]["features"],
         "endpoints": plans["endpoints"],
+        # the stored radiomic features the starting point reads (plans without them: none)
+        "n_lesion_features": len(lesion_feature_names(lesion_section)),
+        "n_case_features": len(lesion_section.get("case_features", [])) if lesion_section else 0,
     }
     config.update(overrides)
     return config

@@ -14,13 +14,17 @@ prediction, mirroring and leave-one-lesion-out all see the same definition:
 ``[clinical encoder inputs (standardised values, missing indicators, one-hot categories),
 log1p(lesion count), log1p(total lesion volume in mL)]``; count and volume come from the bag's
 real instances (``instance_mask``, ``instance_descriptors[..., 0]`` = log1p(volume mm3)).
-The coefficients are buffers: they travel in the checkpoint and are not trained.
+The coefficients are buffers: they travel in the checkpoint and are not trained. The offset has
+grown into the starting point (``starting_point.py``), which adds the stored radiomic features and
+a lesion-level noisy-OR for "any lesion" endpoints; ``ClinicalOffset`` is its name for the
+clinical design alone.
 """
 
 from __future__ import annotations
 
 import torch
-from torch import nn
+
+from glmil_auto.model.starting_point import StartingPoint
 
 VOLUMETRIC_DESIGN_NAMES = ("log1p_lesion_count", "log1p_total_lesion_volume_ml")
 
@@ -33,28 +37,5 @@ def volumetric_design(instance_mask: torch.Tensor, instance_descriptors: torch.T
     return torch.stack([torch.log1p(count), torch.log1p(volume_mm3.clamp(min=0).sum(dim=1) / 1000.0)], dim=1)
 
 
-class ClinicalOffset(nn.Module):
-    """Per-endpoint linear predictor ``design @ weight[k] + bias[k]`` (zeros until fitted)."""
-
-    def __init__(self, design_dim: int, n_endpoints: int):
-        super().__init__()
-        self.design_dim = design_dim
-        self.register_buffer("weight", torch.zeros(n_endpoints, design_dim))
-        self.register_buffer("bias", torch.zeros(n_endpoints))
-        self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
-
-    def set_coefficients(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
-        if tuple(weight.shape) != tuple(self.weight.shape) or tuple(bias.shape) != tuple(self.bias.shape):
-            raise ValueError(f"offset coefficients must have shapes {tuple(self.weight.shape)} and "
-                             f"{tuple(self.bias.shape)}, got {tuple(weight.shape)} and {tuple(bias.shape)}")
-        self.weight.copy_(weight)
-        self.bias.copy_(bias)
-        self.fitted.fill_(True)
-
-    def forward(self, design: torch.Tensor) -> torch.Tensor:
-        """``design`` (B, D) -> (B, K) linear predictor per endpoint, in float32 even under autocast
-        (a bfloat16 matmul would round the baseline's logits by about 1 %)."""
-        # autocast knows no "meta" device (the planner's memory measurement runs there)
-        device_type = design.device.type if design.device.type != "meta" else "cpu"
-        with torch.autocast(device_type, enabled=False):
-            return design.float() @ self.weight.float().t() + self.bias.float()
+# the clinical offset is the starting point without radiomic features or lesion endpoints
+ClinicalOffset = StartingPoint

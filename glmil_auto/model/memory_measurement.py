@@ -107,7 +107,14 @@ def meta_batch(plans: dict[str, Any], batch_size: int, instances_per_bag: int, d
     n_values = sum(1 for f in features if f["type"] != "categorical")
     n_categories = sum(1 for f in features if f["type"] == "categorical")
     b, n = int(batch_size), max(1, int(instances_per_bag))
-    return {
+    from glmil_auto.preprocessing.lesion_features.settings import lesion_feature_names
+
+    section = plans["preprocessing"].get("lesion_features")
+    radiomics = {}
+    if section:  # the stored radiomic features the starting point reads
+        radiomics = {"instance_features": torch.zeros(b, n, len(lesion_feature_names(section)), device=device),
+                     "case_features": torch.zeros(b, len(section.get("case_features", [])), device=device)}
+    return {**radiomics,
         "global": torch.zeros(b, channels, *plans["preprocessing"]["global"]["input_shape"], device=device),
         "instances": torch.zeros(b, n, len(local["scales"]), channels, *local["patch_size"], device=device),
         "instance_mask": torch.ones(b, n, dtype=torch.bool, device=device),

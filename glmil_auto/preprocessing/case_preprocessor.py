@@ -48,6 +48,11 @@ def input_warnings(images: np.ndarray, lesion_mask: np.ndarray) -> list[str]:
     return warnings
 
 
+def _json_float(value: Any) -> float | None:
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
 class CasePreprocessor:
     """Applies the ``preprocessing`` section of a plans file to one case."""
 
@@ -56,9 +61,14 @@ class CasePreprocessor:
         self.config = plans["preprocessing"]
 
     def run_case(
-        self, images: np.ndarray, lesion_mask: np.ndarray, geometry: Geometry, case_id: str
+        self, images: np.ndarray, lesion_mask: np.ndarray, geometry: Geometry, case_id: str,
+        lesion_rows: Any = None, lesion_file: str | None = None,
     ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-        """Returns ``global (C+1, Z, Y, X)``, ``local (N, S, C+1, pz, py, px)`` (float32) and properties."""
+        """Returns ``global (C+1, Z, Y, X)``, ``local (N, S, C+1, pz, py, px)`` (float32) and properties.
+
+        ``lesion_rows``: the case's rows of the raw dataset's lesion table (``lesionsTr.csv``, typed by
+        :func:`glmil_auto.dataset.lesion_outcomes.read_lesion_table`) or None; each lesion's
+        outcomes of the plans' any_lesion endpoints are then stored with it (``outcomes``)."""
         warnings = input_warnings(images, lesion_mask)
         for message in warnings:
             logger.warning("case %s: %s", case_id, message)
@@ -86,9 +96,15 @@ class CasePreprocessor:
         check_finite(global_array, case_id, "global volume")
         check_finite(local_array, case_id, "lesion patches")
 
+        features = self._lesion_features(normalised, stats, labelled, canonical, regions, case_id)
+        outcomes = self._lesion_outcomes(lesion_rows, labelled, lesions, canonical, case_id, lesion_file)
         lesion_table = []
         for lesion in lesions:
             entry = lesion.to_dict()
+            if features is not None:
+                entry["features"] = features["lesions"][lesion.label]
+            if outcomes is not None:
+                entry["outcomes"] = {k: _json_float(v) for k, v in outcomes[lesion.label].items()}
             index = tuple(int(round(c)) for c in lesion.centroid_index_zyx)
             entry["depth_below_head_surface_mm"] = float(depth[index])
             entry["kept"] = lesion.label in kept
@@ -110,7 +126,42 @@ class CasePreprocessor:
             "patch_geometries": [[g.to_dict() for g in per_scale] for per_scale in patch_geometries],
             "warnings": warnings,
         }
+        if features is not None:
+            properties["case_features"] = features["case"]
         return global_array, local_array, properties
+
+    # -------------------------------------------------------------- lesion outcomes and features
+    def _lesion_outcomes(self, rows: Any, labelled: np.ndarray, lesions: list, canonical: Geometry, case_id: str,
+                         file: str | None) -> dict[int, dict[str, float]] | None:
+        """Per lesion label its outcome of each any_lesion endpoint (NaN = unknown), matched in
+        physical coordinates (the canonical grid is the same world as the raw image's); None
+        without a lesion table or without such endpoints."""
+        endpoints = [e["name"] for e in self.plans.get("endpoints", []) if e.get("aggregation") == "any_lesion"]
+        if rows is None or not endpoints:
+            return None
+        from glmil_auto.dataset.lesion_outcomes import lesion_outcomes_for_case
+
+        return lesion_outcomes_for_case(rows, labelled, lesions, canonical, endpoints, case_id, file)
+
+    def _lesion_features(self, normalised: np.ndarray, stats: dict[str, Any], labelled: np.ndarray,
+                         canonical: Geometry, regions: Any, case_id: str) -> dict[str, Any] | None:
+        """Per lesion label its radiomic features (``plans["preprocessing"]["lesion_features"]``;
+        NaN as None, JSON has no NaN) and the case's patient aggregates; None for plans without them."""
+        section = self.config.get("lesion_features")
+        if not section:
+            return None
+        from glmil_auto.preprocessing.lesion_features.features import canonical_lesion_features
+        from glmil_auto.preprocessing.lesion_features.lesion_frame import LABEL_COLUMN
+        from glmil_auto.preprocessing.lesion_features.patients import patient_features
+        from glmil_auto.preprocessing.lesion_features.settings import lesion_feature_names
+
+        names = lesion_feature_names(section)
+        frame = canonical_lesion_features(normalised, stats, labelled, canonical, regions, section["t1c_channel"],
+                                          section["flair_channel"], case_id, section.get("ibsi"))
+        per_lesion = {int(row[LABEL_COLUMN]): {n: _json_float(row[n]) for n in names} for _, row in frame.iterrows()}
+        aggregates = patient_features(frame, [case_id], names).iloc[0]
+        case = {n: _json_float(aggregates[n]) for n in section["case_features"]}
+        return {"lesions": per_lesion, "case": case}
 
     # -------------------------------------------------------------- global volume
     def _global_volume(

@@ -23,12 +23,14 @@ from tqdm import tqdm
 
 from glmil_auto.dataset import layout
 from glmil_auto.dataset.case_inputs import case_input_record, clinical_rows
+from glmil_auto.dataset.lesion_outcomes import LINE_COLUMN, lesion_rows_for_case, load_lesion_table
 from glmil_auto.dataset.raw_dataset import RawDataset
 from glmil_auto.experiment_planning.plans_io import DEFAULT_PLANS_NAME, load_plans, plans_hash
 from glmil_auto.paths import preprocessed_folder
 from glmil_auto.preprocessing.case_preprocessor import CasePreprocessor
 from glmil_auto.preprocessing.storage import case_is_done, save_case
 from glmil_auto.utilities.atomic_files import atomic_path
+from glmil_auto.utilities.content_hash import json_sha256
 from glmil_auto.utilities.worker_init import single_threaded_image_worker, single_threaded_images
 
 
@@ -43,21 +45,24 @@ class _Task:
     split: str
     output_folder: str
     inputs: dict[str, Any] | None = None  # the case's input record, taken before it is read
+    lesion_rows: Any = None  # the case's rows of the split's lesion table (None without one)
 
 
 def preprocess_raw_case(raw: RawDataset, case: str, split: str, preprocessor: CasePreprocessor, hash_: str,
-                        inputs: dict[str, Any] | None = None):
+                        inputs: dict[str, Any] | None = None, lesion_rows: Any = None):
     """Read one raw case and run the shared case preprocessing; returns arrays and properties."""
     inputs = case_input_record(raw, case, split) if inputs is None else inputs
     images, mask, geometry = raw.read_case(case, split)
-    global_array, local_array, properties = preprocessor.run_case(images, mask, geometry, case)
+    global_array, local_array, properties = preprocessor.run_case(
+        images, mask, geometry, case, lesion_rows=lesion_rows, lesion_file=str(layout.lesion_file(raw.folder, split)))
     properties.update(split=split, plans_hash=hash_, inputs=inputs)
     return global_array, local_array, properties
 
 
 def _run_task(task: _Task, plans: dict[str, Any]) -> str:
     raw = RawDataset(task.raw_folder)
-    arrays = preprocess_raw_case(raw, task.case, task.split, CasePreprocessor(plans), plans_hash(plans), task.inputs)
+    arrays = preprocess_raw_case(raw, task.case, task.split, CasePreprocessor(plans), plans_hash(plans), task.inputs,
+                                 task.lesion_rows)
     save_case(Path(task.output_folder), task.case, *arrays)
     return task.case
 
@@ -92,12 +97,17 @@ class DatasetPreprocessor:
                 continue
             output = preprocessed_case_folder(self.raw.name, self.plans_name, split)
             rows = clinical_rows(self.raw, split)
+            lesion_table = load_lesion_table(self.raw.folder, split, self.raw.spec)
             for case in self.raw.cases(split):
                 inputs = case_input_record(self.raw, case, split, rows)
+                lesion_rows = None
+                if lesion_table is not None:  # an edited lesion row redoes its case
+                    lesion_rows = lesion_rows_for_case(lesion_table, case, self.raw.spec.case_column)
+                    inputs["lesion_rows_sha256"] = json_sha256(lesion_rows.drop(columns=LINE_COLUMN, errors="ignore").to_json())
                 if not clean and case_is_done(output, case, hash_, inputs):
                     skipped += 1
                 else:
-                    tasks.append(_Task(str(self.raw.folder), case, split, str(output), inputs))
+                    tasks.append(_Task(str(self.raw.folder), case, split, str(output), inputs, lesion_rows))
         bar = tqdm(total=len(tasks), desc=f"preprocessing {self.raw.name}", unit="case", disable=not progress)
         if self.num_processes == 1 or len(tasks) <= 1:
             single_threaded_images()

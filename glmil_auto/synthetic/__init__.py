@@ -3,7 +3,7 @@
 Public API:
     generate_synthetic_dataset(raw_dir, n_train=120, n_test=40, n_centres=4, size="demo", seed=0,
                                num_processes=2, dataset_id=1, dataset_name="SynthBrainMets",
-                               overwrite=False, progress=True) -> Path
+                               overwrite=False, progress=True, lesion_table=True) -> Path
     sample_cohort(n_cases, seed=0, n_centres=4, n_test=0, num_processes=1) -> list[CaseSpec]
         (patients, lesions and outcomes without rendering images)
     cohort_frame(specs) -> pandas.DataFrame

@@ -3,7 +3,8 @@
 Every case has its own random streams derived from ``(seed, case index)`` with
 ``numpy.random.SeedSequence(seed, spawn_key=(index, k))``: k = 0 patient (clinical variables,
 anatomy, lesions, micro-lesions), k = 1 outcomes, k = 2 image rendering (noise, texture,
-bias field). The cohort plan (which case goes to which centre) uses the root
+bias field), k = 3 the per-lesion local-failure draws (a stream of their own, so that the other
+outcomes' draws are those of a cohort drawn without lesion outcomes). The cohort plan (which case goes to which centre) uses the root
 ``SeedSequence(seed)``. Output therefore does not depend on worker count or order.
 """
 
@@ -20,7 +21,7 @@ from glmil_auto.synthetic.clinical import sample_clinical
 from glmil_auto.synthetic.lesions import Lesion, MicroLesion, sample_lesions, sample_micro_lesions
 from glmil_auto.synthetic import outcomes as om
 
-STREAM_PATIENT, STREAM_OUTCOMES, STREAM_RENDER = 0, 1, 2
+STREAM_PATIENT, STREAM_OUTCOMES, STREAM_RENDER, STREAM_LESION_OUTCOMES = 0, 1, 2, 3
 # Relative sizes of the training centres (C1 largest); the external centre gets n_test cases.
 TRAINING_CENTRE_WEIGHTS = (1.0, 0.85, 0.7, 0.6, 0.5)
 
@@ -89,12 +90,16 @@ def sample_case(seed: int, plan: CasePlan) -> CaseSpec:
     lesions = sample_lesions(rng, anatomy, clinical["primary"])
     micro = sample_micro_lesions(rng, anatomy, clinical["primary"], lesions)
     spec = CaseSpec(plan, clinical, anatomy, lesions, micro)
-    attach_outcomes(spec, case_rng(seed, plan.index, STREAM_OUTCOMES))
+    attach_outcomes(spec, case_rng(seed, plan.index, STREAM_OUTCOMES), case_rng(seed, plan.index, STREAM_LESION_OUTCOMES))
     return spec
 
 
-def attach_outcomes(spec: CaseSpec, rng: np.random.Generator) -> None:
-    """Fill the true probabilities and draw the observed outcomes."""
+def attach_outcomes(spec: CaseSpec, rng: np.random.Generator, lesion_rng: np.random.Generator) -> None:
+    """Fill the true probabilities and draw the observed outcomes.
+
+    Each lesion fails with its own probability (``lesion_rng``); the case's local failure is 1
+    when any lesion failed, which is a draw from the noisy-OR probability.
+    """
     c, lesions = spec.clinical, spec.lesions
     for les in lesions:
         les.dose_gy = om.srs_dose_gy(les.diameter_mm)
@@ -113,7 +118,10 @@ def attach_outcomes(spec: CaseSpec, rng: np.random.Generator) -> None:
             n,
         ),
     }
-    spec.outcomes = om.sample_binary(rng, spec.probabilities)
+    for les, failed in zip(lesions, om.sample_lesion_failures(lesion_rng, [les.p_local_failure for les in lesions])):
+        les.local_failure = failed
+    any_failed = int(any(les.local_failure for les in lesions))
+    spec.outcomes = om.sample_binary(rng, spec.probabilities, decided={"local_failure": any_failed})
     spec.os_linear_predictor = om.os_linear_predictor(
         c["age"], c["kps"], c["extracranial_disease"], c["primary"], n, vol, n_micro
     )

@@ -1,5 +1,5 @@
-"""Generate the whole raw dataset folder (images, masks, clinical tables, dataset.json) and the
-truth file, in parallel. See documentation/synthetic_cohort.md."""
+"""Generate the whole raw dataset folder (images, masks, clinical tables, lesion tables,
+dataset.json) and the truth file, in parallel. See documentation/synthetic_cohort.md."""
 
 from __future__ import annotations
 
@@ -7,20 +7,33 @@ import multiprocessing
 import shutil
 from pathlib import Path
 
+import SimpleITK as sitk
 from tqdm import tqdm
 
-from glmil_auto.dataset.image_io import write_image
+from glmil_auto.dataset import layout
+from glmil_auto.dataset.image_io import Geometry, write_image
+from glmil_auto.dataset.lesion_instances import find_lesion_instances
 from glmil_auto.paths import dataset_folder_name
 
-from glmil_auto.synthetic.cases import CSV_COLUMNS, STREAM_RENDER, CasePlan, case_rng, clinical_row, plan_cohort, sample_case
+from glmil_auto.synthetic.cases import (
+    CSV_COLUMNS,
+    STREAM_RENDER,
+    CasePlan,
+    CaseSpec,
+    case_rng,
+    clinical_row,
+    plan_cohort,
+    sample_case,
+)
 from glmil_auto.synthetic.centres import centre_profiles, resolve_spacing_factor
 from glmil_auto.synthetic.outcomes import model_description
 from glmil_auto.synthetic.truth import TRUTH_FORMAT, TRUTH_VERSION, case_truth, truth_path
 from glmil_auto.utilities.atomic_files import write_csv_atomic, write_json_atomic
 from glmil_auto.utilities.worker_init import single_threaded_image_worker, single_threaded_images
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: local failure drawn per lesion, lesion tables
 FILE_ENDING = ".nii.gz"
+LESION_COLUMNS = ("case_id", "lesion_label", "x_mm", "y_mm", "z_mm", "local_failure")
 
 
 def dataset_json(n_train: int, n_test: int, generator: dict) -> dict:
@@ -50,7 +63,7 @@ def dataset_json(n_train: int, n_test: int, generator: dict) -> dict:
             "prior_wbrt": "binary",
         },
         "endpoints": {
-            "local_failure": {"type": "binary"},
+            "local_failure": {"type": "binary", "aggregation": "any_lesion"},
             "distant_failure": {"type": "binary"},
             "leptomeningeal_failure": {"type": "binary"},
             "os": {"type": "survival", "time": "os_months", "event": "os_event"},
@@ -59,8 +72,29 @@ def dataset_json(n_train: int, n_test: int, generator: dict) -> dict:
     }
 
 
-def _generate_case(task: tuple[int, CasePlan, float, str]) -> tuple[int, dict, dict]:
-    """Worker: sample, render and write one case; returns (index, csv row, truth record)."""
+def lesion_rows(spec: CaseSpec, rendered, label_path: Path) -> list[dict]:
+    """The case's rows of lesionsTr/Ts.csv, in lesion-label order.
+
+    Centroids are what ``find_lesion_instances`` gives on the written labels file: the rendered
+    mask (the very array written) with the geometry SimpleITK reads back from the file's header
+    (NIfTI stores it in float32). A local failure blanked in the clinical table is blank here too.
+    """
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(label_path))
+    reader.ReadImageInformation()
+    _, instances = find_lesion_instances(rendered.mask > 0, Geometry.from_image(reader))
+    by_label = {inst.label: inst for inst in instances}
+    blank = spec.outcomes["local_failure"] is None
+    rows = []
+    for lesion, label in sorted(zip(spec.lesions, rendered.lesion_labels), key=lambda pair: pair[1]):
+        x, y, z = by_label[label].centroid_world_mm
+        rows.append({"case_id": spec.plan.case_id, "lesion_label": label, "x_mm": f"{x:.4f}", "y_mm": f"{y:.4f}",
+                     "z_mm": f"{z:.4f}", "local_failure": None if blank else lesion.local_failure})
+    return rows
+
+
+def _generate_case(task: tuple[int, CasePlan, float, str]) -> tuple[int, dict, dict, list[dict]]:
+    """Worker: sample, render and write one case; returns (index, csv row, truth record, lesion rows)."""
     seed, plan, factor, folder = task
     from glmil_auto.synthetic.render import render_case  # heavy imports stay in workers
 
@@ -72,10 +106,12 @@ def _generate_case(task: tuple[int, CasePlan, float, str]) -> tuple[int, dict, d
         images, labels = base / f"images{plan.split}", base / f"labels{plan.split}"
         for channel, array in enumerate((rc.t1c, rc.flair)):
             write_image(array, geometry, images / f"{plan.case_id}_{channel:04d}{FILE_ENDING}")
-        write_image(rc.mask, geometry, labels / f"{plan.case_id}{FILE_ENDING}")
+        label_path = labels / f"{plan.case_id}{FILE_ENDING}"
+        write_image(rc.mask, geometry, label_path)
+        lesions = lesion_rows(spec, rc, label_path)
     except Exception as exc:  # name the case: the traceback from a worker alone does not
         raise RuntimeError(f"synthetic case {plan.case_id} (centre {plan.centre}) failed: {exc!r}") from exc
-    return plan.index, clinical_row(spec), case_truth(spec, rc)
+    return plan.index, clinical_row(spec), case_truth(spec, rc), lesions
 
 
 def _prepare_folder(folder: Path, overwrite: bool) -> None:
@@ -105,8 +141,12 @@ def generate_synthetic_dataset(
     dataset_name: str = "SynthBrainMets",
     overwrite: bool = False,
     progress: bool = True,
+    lesion_table: bool = True,
 ) -> Path:
     """Write ``<raw_dir>/DatasetNNN_Name/`` and ``<raw_dir>/DatasetNNN_Name_truth.json``.
+
+    ``lesion_table=False`` leaves out ``lesionsTr.csv`` / ``lesionsTs.csv`` (the lesion-level
+    local failure); everything else, the draws included, is the same.
 
     ``n_centres`` counts the external centre (the last one, whose ``n_test`` cases go to
     imagesTs); ``size`` is a preset (``full``, ``small``, ``demo``, ``tiny``) or a spacing
@@ -124,26 +164,29 @@ def generate_synthetic_dataset(
         (folder / f"labels{split}").mkdir(parents=True, exist_ok=True)
 
     tasks = [(seed, plan, factor, str(folder)) for plan in plans]
-    results: dict[int, tuple[dict, dict]] = {}
+    results: dict[int, tuple[dict, dict, list[dict]]] = {}
     bar = tqdm(total=len(tasks), desc="synthetic cases", unit="case", disable=not progress)
     if num_processes <= 1:
         single_threaded_images()
         for task in tasks:
-            index, row, truth = _generate_case(task)
-            results[index] = (row, truth)
+            index, row, truth, lesions = _generate_case(task)
+            results[index] = (row, truth, lesions)
             bar.update()
     else:
         ctx = multiprocessing.get_context("spawn")  # no fork after SimpleITK/OpenMP threads
         with ctx.Pool(min(num_processes, len(tasks)), initializer=single_threaded_image_worker) as pool:
-            for index, row, truth in pool.imap_unordered(_generate_case, tasks, chunksize=1):
-                results[index] = (row, truth)
+            for index, row, truth, lesions in pool.imap_unordered(_generate_case, tasks, chunksize=1):
+                results[index] = (row, truth, lesions)
                 bar.update()
     bar.close()
 
     ordered = [results[p.index] for p in plans]
     for split in splits:
-        rows = [row for (row, _), p in zip(ordered, plans) if p.split == split]
+        rows = [row for (row, _, _), p in zip(ordered, plans) if p.split == split]
         write_csv_atomic(folder / f"clinical{split}.csv", CSV_COLUMNS, rows)
+        if lesion_table:
+            lesions = [les for (_, _, case_lesions), p in zip(ordered, plans) if p.split == split for les in case_lesions]
+            write_csv_atomic(layout.lesion_file(folder, split), LESION_COLUMNS, lesions)
     generator = {
         "generator": "glmil_auto.synthetic",
         "generator_version": GENERATOR_VERSION,
@@ -157,6 +200,7 @@ def generate_synthetic_dataset(
         "spacing_factor": factor,
         "external_centre": centres[-1][0] if n_test > 0 else None,
         "centres": {name: profile.key for name, profile in centres},
+        "lesion_table": bool(lesion_table),
     }
     write_json_atomic(folder / "dataset.json", dataset_json(n_train, n_test, generator))
     write_json_atomic(
@@ -168,7 +212,7 @@ def generate_synthetic_dataset(
             "generator": generator,
             "centres": {name: profile.to_dict() for name, profile in centres},
             "outcome_model": model_description(),
-            "cases": {truth["case_id"]: truth for _, truth in ordered},
+            "cases": {truth["case_id"]: truth for _, truth, _ in ordered},
         },
     )
     return folder

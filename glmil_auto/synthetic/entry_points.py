@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="SynthBrainMets", help="dataset name (default SynthBrainMets)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-lesion-table", "--no_lesion_table", dest="no_lesion_table", action="store_true",
+                   help="do not write lesionsTr.csv / lesionsTs.csv (the lesion-level local failure), "
+                        "for example to compare training with and without it")
     return p
 
 
@@ -62,6 +65,7 @@ def generate_synthetic_entry(argv: list[str] | None = None) -> None:
             dataset_name=args.name,
             overwrite=args.overwrite,
             progress=not args.no_progress,
+            lesion_table=not args.no_lesion_table,
         )
     except (FileExistsError, ValueError) as exc:
         print(f"glmil_generate_synthetic: error: {exc}", file=sys.stderr)

@@ -76,6 +76,7 @@ class Lesion:
     ventricle_contact: bool
     dose_gy: float = 0.0
     p_local_failure: float = 0.0
+    local_failure: int = 0  # drawn: 1 when this lesion fails (probability p_local_failure)
 
     def to_dict(self) -> dict:
         return asdict(self)

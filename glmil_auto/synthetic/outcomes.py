@@ -152,11 +152,25 @@ def sample_os(rng: np.random.Generator, linear_predictor: float) -> tuple[float,
     return float(t), float(censor), float(observed), int(t <= censor)
 
 
-def sample_binary(rng: np.random.Generator, probabilities: dict[str, float]) -> dict[str, int | None]:
-    """Draw each binary endpoint; about ``MISSING_RATE`` of each is left unknown (None)."""
+def sample_lesion_failures(rng: np.random.Generator, probabilities: list[float]) -> list[int]:
+    """Draw each lesion's local failure independently (1 = the lesion fails)."""
+    return [int(rng.random() < p) for p in probabilities]
+
+
+def sample_binary(
+    rng: np.random.Generator, probabilities: dict[str, float], decided: dict[str, int] | None = None
+) -> dict[str, int | None]:
+    """Draw each binary endpoint; about ``MISSING_RATE`` of each is left unknown (None).
+
+    ``decided``: endpoints whose value is drawn elsewhere (local failure: 1 when any lesion
+    failed, a draw from the noisy-OR of ``probabilities``). Their uniform is still consumed here,
+    so that the other endpoints' draws and every missingness draw stay what they were.
+    """
+    decided = decided or {}
     out: dict[str, int | None] = {}
     for name in BINARY_ENDPOINTS:
         value = int(rng.random() < probabilities[name])
+        value = decided.get(name, value)
         missing = rng.random() < MISSING_RATE
         out[name] = None if missing else value
     return out
@@ -165,7 +179,8 @@ def sample_binary(rng: np.random.Generator, probabilities: dict[str, float]) -> 
 def model_description() -> dict:
     """The model's coefficients, JSON-safe (written into the truth file)."""
     return {
-        "local_failure": {**LOCAL_FAILURE, "radioresistant": list(RADIORESISTANT), "combination": "noisy-OR over lesions"},
+        "local_failure": {**LOCAL_FAILURE, "radioresistant": list(RADIORESISTANT), "combination": "noisy-OR over lesions",
+                          "drawn": "per lesion (Bernoulli p_local_failure); the case fails when any lesion fails"},
         "distant_failure": DISTANT_FAILURE,
         "leptomeningeal_failure": LEPTOMENINGEAL_FAILURE,
         "os": {

@@ -16,12 +16,12 @@ from glmil_auto.synthetic.anatomy import head_to_world
 from glmil_auto.synthetic.cases import CaseSpec
 
 TRUTH_FORMAT = "glmil_auto synthetic truth"
-TRUTH_VERSION = 1
+TRUTH_VERSION = 2  # 2: lesions carry their drawn local_failure
 
 LESION_FIELDS = (
     "diameter_mm", "volume_mm3", "compartment", "posterior_fossa", "necrosis", "necrosis_fraction",
     "heterogeneity", "oedema_mm", "pial_distance_mm", "ventricle_distance_mm", "csf_distance_mm",
-    "csf_contact", "ventricle_contact", "dose_gy", "p_local_failure",
+    "csf_contact", "ventricle_contact", "dose_gy", "p_local_failure", "local_failure",
 )
 
 

@@ -320,7 +320,8 @@ class GammaTransform(IntensityTransform):
 # ---------------------------------------------------------------------- bag-level
 class InstanceDropoutTransform(AbstractTransform):
     """Drops each real instance of a bag with probability ``p`` (mask False, patch and descriptors
-    zeroed), never the last one of a bag: a bag that had lesions keeps at least one."""
+    zeroed, its lesion-level outcomes unknown), never the last one of a bag: a bag that had lesions
+    keeps at least one. Its stored radiomic features stay: the mask hides them from the network."""
 
     def __init__(self, p: float):
         self.p = float(p)
@@ -340,6 +341,8 @@ class InstanceDropoutTransform(AbstractTransform):
             mask[b, dropped] = False
             data_dict["instances"][b, dropped] = 0.0
             data_dict["instance_descriptors"][b, dropped] = 0.0
+            if "instance_outcomes" in data_dict:  # a dropped lesion is not there to be supervised
+                data_dict["instance_outcomes"][b, dropped] = np.nan
         return data_dict
 
     def __repr__(self) -> str:
@@ -351,7 +354,8 @@ class ContiguousArraysTransform(AbstractTransform):
     descriptors, bool mask, float32 clinical values, int64 categories), ready for ``torch.from_numpy``."""
 
     DTYPES = {"global": np.float32, "instances": np.float32, "instance_mask": np.bool_,
-              "instance_descriptors": np.float32, "clinical_values": np.float32, "clinical_categories": np.int64}
+              "instance_descriptors": np.float32, "clinical_values": np.float32, "clinical_categories": np.int64,
+              "instance_features": np.float32, "case_features": np.float32, "instance_outcomes": np.float32}
 
     def __call__(self, **data_dict: Any) -> dict[str, Any]:
         for key, dtype in self.DTYPES.items():

@@ -59,6 +59,86 @@ def instance_descriptors(properties: dict[str, Any], case: str) -> np.ndarray:
     return out
 
 
+def _kept_by_index(properties: dict[str, Any], case: str) -> list[dict[str, Any]]:
+    """The kept lesions of a case's properties in ``instance_index`` order (checked by
+    :func:`instance_descriptors`, which every loader calls first)."""
+    kept = [lesion for lesion in properties.get("lesions", []) if lesion.get("kept")]
+    return sorted(kept, key=lambda lesion: int(lesion["instance_index"]))
+
+
+def instance_features(properties: dict[str, Any], names: Sequence[str], case: str) -> np.ndarray:
+    """``(N, len(names))`` float32: the stored radiomic features of the kept lesions in instance
+    order (``properties["lesions"][i]["features"]``, written by preprocessing); NaN where a feature
+    is undefined (the network imputes it). A case preprocessed without them names the case."""
+    kept = _kept_by_index(properties, case)
+    out = np.full((len(kept), len(names)), np.nan, dtype=np.float32)
+    for i, lesion in enumerate(kept):
+        stored = lesion.get("features")
+        if stored is None or any(n not in stored for n in names):
+            raise DatasetError(error(f"lesion {lesion.get('label')} has no stored radiomic features for these plans: "
+                                     "re-run glmil_preprocess", case))
+        out[i] = [np.nan if stored[n] is None else float(stored[n]) for n in names]
+    return out
+
+
+def case_feature_vector(properties: dict[str, Any], names: Sequence[str], case: str) -> np.ndarray:
+    """``(len(names),)`` float32: the case's stored patient aggregates of its lesion features."""
+    stored = properties.get("case_features")
+    if stored is None or any(n not in stored for n in names):
+        raise DatasetError(error("the case has no stored patient aggregates of its radiomic features for these "
+                                 "plans: re-run glmil_preprocess", case))
+    return np.asarray([np.nan if stored[n] is None else float(stored[n]) for n in names], dtype=np.float32)
+
+
+def instance_outcomes(properties: dict[str, Any], endpoints: Sequence[str], case: str) -> np.ndarray:
+    """``(N, len(endpoints))`` float32 lesion-level outcomes of the kept lesions (the raw dataset's
+    lesion table, matched in preprocessing: ``properties["lesions"][i]["outcomes"]``); NaN = unknown."""
+    kept = _kept_by_index(properties, case)
+    out = np.full((len(kept), len(endpoints)), np.nan, dtype=np.float32)
+    for i, lesion in enumerate(kept):
+        known = lesion.get("outcomes") or {}
+        for j, name in enumerate(endpoints):
+            value = known.get(name)
+            out[i, j] = np.nan if value is None else float(value)
+    return out
+
+
+def case_extras(properties: dict[str, Any], case: str, lesion_feature_names: Sequence[str],
+                case_feature_names: Sequence[str], lesion_endpoints: Sequence[str] = ()) -> dict[str, np.ndarray]:
+    """A case's per-instance radiomic features (``instance_features``), their patient aggregates
+    (``case_features``) and, for the given any_lesion endpoints, its lesion-level outcomes
+    (``instance_outcomes``): what the loader and the predictor add to the bag."""
+    extras: dict[str, np.ndarray] = {}
+    if lesion_feature_names:
+        extras["instance_features"] = instance_features(properties, lesion_feature_names, case)
+    if case_feature_names:
+        extras["case_features"] = case_feature_vector(properties, case_feature_names, case)
+    if lesion_endpoints:
+        extras["instance_outcomes"] = instance_outcomes(properties, lesion_endpoints, case)
+    return extras
+
+
+def collate_extras(extras: Sequence[dict[str, np.ndarray]], n_max: int) -> dict[str, np.ndarray]:
+    """Batch arrays of :func:`case_extras`: per-instance arrays padded to ``n_max`` (NaN), the
+    case aggregates stacked."""
+    out: dict[str, np.ndarray] = {}
+    for key in extras[0] if extras else ():
+        if key == "case_features":
+            out[key] = np.stack([e[key] for e in extras]).astype(np.float32)
+        else:
+            out[key] = pad_instance_arrays([e[key] for e in extras], n_max)
+    return out
+
+
+def pad_instance_arrays(arrays: Sequence[np.ndarray], n_max: int, fill: float = np.nan) -> np.ndarray:
+    """Stack per-case ``(N_i, ...)`` arrays into ``(B, n_max, ...)`` float32, padded with ``fill``."""
+    tail = arrays[0].shape[1:]
+    out = np.full((len(arrays), n_max, *tail), fill, dtype=np.float32)
+    for i, array in enumerate(arrays):
+        out[i, : array.shape[0]] = array
+    return out
+
+
 def collate_bags(
     global_volumes: Sequence[np.ndarray], bags: Sequence[np.ndarray], descriptors: Sequence[np.ndarray]
 ) -> dict[str, np.ndarray]:

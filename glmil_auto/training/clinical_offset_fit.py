@@ -1,4 +1,6 @@
-"""Fitting the clinical + volumetric linear predictor (``glmil_auto.model.clinical_offset``).
+"""Fitting the clinical + volumetric linear predictor (the clinical part of
+``glmil_auto.model.starting_point``; the trainer fits the whole starting point with
+``radiomics_offset_fit.fit_starting_point``).
 
 Per binary endpoint an L2-penalised logistic regression (scikit-learn), per survival endpoint an
 L2-penalised Cox regression with Efron ties (scikit-survival), on the design matrix of
@@ -115,6 +117,8 @@ def fit_network_offset(network: torch.nn.Module, clinical_values: np.ndarray, cl
     """Fit the offset of ``network`` on training cases and store it; returns a JSON-safe record."""
     design = offset_design_matrix(network, clinical_values, clinical_categories, case_properties)
     weights, biases = fit_linear_predictors(design, targets, endpoints)
+    # the starting point's case design also holds the radiomic aggregates: they get weight 0 here
+    weights = np.hstack([weights, np.zeros((len(endpoints), network.offset.design_dim - design.shape[1]))])
     device = network.offset.weight.device
     network.offset.set_coefficients(torch.as_tensor(weights, dtype=torch.float32, device=device),
                                     torch.as_tensor(biases, dtype=torch.float32, device=device))

@@ -12,6 +12,9 @@ documentation/training_data.md) as numpy arrays, plus every target array and ``c
 | ``instance_descriptors`` | (B, N, D) | float32 (D = ``NUM_DESCRIPTORS``) |
 | ``clinical_values`` | (B, F) | float32, NaN = missing |
 | ``clinical_categories`` | (B, K) | int64, -1 = missing |
+| ``instance_features`` | (B, N, L) | float32, the stored radiomic features of each lesion, NaN = undefined (plans with ``lesion_features``) |
+| ``case_features`` | (B, P) | float32, their stored patient aggregates (plans with ``lesion_features``) |
+| ``instance_outcomes`` | (B, N, A) | float32, lesion-level outcomes of the ``any_lesion`` endpoints, NaN = unknown (a target) |
 | ``<binary>``, ``<survival>_time``, ``<survival>_event`` | (B,) | float32, NaN = unknown |
 | ``<endpoint>_known`` | (B,) | bool |
 | ``case_ids`` | list of B str | |
@@ -20,13 +23,18 @@ Randomness: ``infinite=True`` draws every batch with replacement (optionally wit
 ``sampling_probabilities``) from a generator seeded by ``(seed, thread_id)``, so the workers of a
 multi-process augmenter draw different but reproducible batches; ``infinite=False`` visits every
 case once per epoch (the last batch may be smaller), shuffled with ``seed`` when ``shuffle``.
+
+``properties_transform(case, properties) -> properties`` (optional) is applied to every case's
+properties as it is read: the trainer passes the fold's harmonisation of the lesion features
+(:class:`~glmil_auto.training.feature_harmonisation.CentreTransform`), so ``instance_features`` and
+``case_features`` are on the pooled training scale.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import blosc2
 import numpy as np
@@ -36,7 +44,10 @@ from batchgenerators.dataloading.data_loader import DataLoader
 from glmil_auto.dataset.dataset_json import DatasetSpec
 from glmil_auto.dataset.problems import DatasetError, error
 from glmil_auto.preprocessing.storage import case_paths, load_case
-from glmil_auto.training.bag_collation import collate_bags, instance_descriptors, instances_within_budget
+from glmil_auto.preprocessing.lesion_features.settings import lesion_feature_names
+from glmil_auto.training.bag_collation import (
+    case_extras, collate_bags, collate_extras, instance_descriptors, instances_within_budget,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +63,9 @@ def use_fork_safe_blosc2() -> None:
         blosc2.set_nthreads(1)
 
 
-INPUT_KEYS = ("global", "instances", "instance_mask", "instance_descriptors", "clinical_values", "clinical_categories")
+INPUT_KEYS = ("global", "instances", "instance_mask", "instance_descriptors", "clinical_values", "clinical_categories",
+              "instance_features", "case_features")
+INSTANCE_TARGET_KEY = "instance_outcomes"
 
 
 def case_targets(table: pd.DataFrame, endpoints: list[dict[str, str]], spec: DatasetSpec) -> dict[str, np.ndarray]:
@@ -86,6 +99,11 @@ def case_targets(table: pd.DataFrame, endpoints: list[dict[str, str]], spec: Dat
     return targets
 
 
+def any_lesion_endpoints(plans: dict[str, Any]) -> list[str]:
+    """The binary endpoints the plans declare ``"aggregation": "any_lesion"``, in plans order."""
+    return [e["name"] for e in plans["endpoints"] if e.get("aggregation") == "any_lesion"]
+
+
 class GLMILDataLoader(DataLoader):
     """Batches of preprocessed cases for the GL-MIL network (see the module docstring)."""
 
@@ -104,6 +122,7 @@ class GLMILDataLoader(DataLoader):
         sampling_probabilities: np.ndarray | None = None,
         num_threads_in_multithreaded: int = 1,
         max_instances_per_batch: int | None = None,
+        properties_transform: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None,
     ):
         case_ids = [str(c) for c in case_ids]
         n = len(case_ids)
@@ -156,6 +175,13 @@ class GLMILDataLoader(DataLoader):
         self._sampling_rng: np.random.Generator | None = None
         self.max_instances_per_batch = max_instances_per_batch
         self._reported_trimmed: set[str] = set()
+        section = plans["preprocessing"].get("lesion_features")
+        self.lesion_feature_names = lesion_feature_names(section)
+        self.case_feature_names = list(section.get("case_features", [])) if section else []
+        self.lesion_endpoints = any_lesion_endpoints(plans)
+        # (case, properties) -> properties applied to every case read, e.g. the fold's harmonisation of the
+        # lesion features (training/feature_harmonisation.py); must be picklable (augmentation workers)
+        self.properties_transform = properties_transform
 
     # ------------------------------------------------------------------ sampling
     def set_thread_id(self, thread_id: int) -> None:
@@ -191,8 +217,10 @@ class GLMILDataLoader(DataLoader):
         return p / p.sum()
 
     # ------------------------------------------------------------------ batches
-    def _load(self, case: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _load(self, case: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         global_volume, bag, properties = load_case(self.folder, case)
+        if self.properties_transform is not None:
+            properties = self.properties_transform(case, properties)
         paths = case_paths(self.folder, case)
         if tuple(global_volume.shape) != self.global_shape:
             raise DatasetError(error(f"global array has shape {tuple(global_volume.shape)}, the plans expect "
@@ -205,7 +233,11 @@ class GLMILDataLoader(DataLoader):
         if len(descriptors) != bag.shape[0]:
             raise DatasetError(error(f"the properties describe {len(descriptors)} instances, the local array holds "
                                      f"{bag.shape[0]}: re-run glmil_preprocess", case, str(paths["properties"])))
-        return global_volume, bag, descriptors
+        return global_volume, bag, descriptors, self._extras(properties, case)
+
+    def _extras(self, properties: dict[str, Any], case: str) -> dict[str, np.ndarray]:
+        """The per-instance radiomic features and lesion outcomes, and the case's aggregates."""
+        return case_extras(properties, case, self.lesion_feature_names, self.case_feature_names, self.lesion_endpoints)
 
     def load_batch(self, indices: Sequence[int]) -> dict[str, Any]:
         """The batch of the cases at ``indices`` (positions in ``case_ids``)."""
@@ -214,8 +246,9 @@ class GLMILDataLoader(DataLoader):
         loaded = [self._load(case) for case in cases]
         if self.max_instances_per_batch is not None:
             loaded = self._pack(cases, loaded)
-        batch: dict[str, Any] = collate_bags([g for g, _, _ in loaded], [b for _, b, _ in loaded],
-                                             [d for _, _, d in loaded])
+        batch: dict[str, Any] = collate_bags([g for g, _, _, _ in loaded], [b for _, b, _, _ in loaded],
+                                             [d for _, _, d, _ in loaded])
+        batch.update(collate_extras([e for _, _, _, e in loaded], batch["instance_mask"].shape[1]))
         batch["clinical_values"] = self.clinical_values[indices]
         batch["clinical_categories"] = self.clinical_categories[indices]
         for key, array in self.targets.items():
@@ -223,15 +256,15 @@ class GLMILDataLoader(DataLoader):
         batch["case_ids"] = cases
         return batch
 
-    def _pack(self, cases: list[str], loaded: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
-              ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    def _pack(self, cases: list[str], loaded: list[tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]]
+              ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]]:
         """Keep at most ``max_instances_per_batch`` instances in the batch (the planned instance budget
         divided by the scales): the memory of a step is planned for that many, not for every bag at
         its maximum. Lesion-rich bags give up their smallest lesions first (like instance dropout,
         this only happens in training batches; validation and prediction see every stored lesion)."""
-        kept = instances_within_budget([d for _, _, d in loaded], self.max_instances_per_batch)
+        kept = instances_within_budget([d for _, _, d, _ in loaded], self.max_instances_per_batch)
         packed = []
-        for case, (volume, bag, descriptors), keep in zip(cases, loaded, kept):
+        for case, (volume, bag, descriptors, extras), keep in zip(cases, loaded, kept):
             if len(keep) < bag.shape[0]:
                 if case not in self._reported_trimmed:
                     self._reported_trimmed.add(case)
@@ -240,7 +273,8 @@ class GLMILDataLoader(DataLoader):
                                 "kept the largest, left out instances %s", case, len(dropped), bag.shape[0],
                                 self.max_instances_per_batch, dropped)
                 bag, descriptors = bag[keep], descriptors[keep]
-            packed.append((volume, bag, descriptors))
+                extras = {k: (v if k == "case_features" else v[keep]) for k, v in extras.items()}
+            packed.append((volume, bag, descriptors, extras))
         return packed
 
     def generate_train_batch(self) -> dict[str, Any]:

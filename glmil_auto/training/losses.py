@@ -246,16 +246,24 @@ class GLMILLoss(nn.Module):
     Survival endpoint ``name``: its ``CoxRiskMemory`` on ``output.log_risks[name]`` with
     ``targets[name + "_time"]``, ``targets[name + "_event"]`` and ``targets[name + "_known"]``.
     Missing endpoint or positive-class weights default to 1; weights for names that are not
-    endpoints are an error. ``forward`` returns (total, parts): ``parts`` has each unweighted
-    component as a float, ``loss_<endpoint>`` and ``loss_load_balancing``. The memories are
-    submodules, so ``state_dict`` holds them and a checkpoint restores them.
+    endpoints are an error. An ``any_lesion`` endpoint (``"aggregation": "any_lesion"``) whose
+    lesions have known outcomes (``targets["instance_outcomes"]`` (B, N, A), NaN = unknown, padding
+    and dropped lesions included) also gets a lesion-level BCE on ``output.instance_logits[name]``
+    over those lesions, weighted ``lesion_loss_weight`` x the endpoint's weight (component
+    ``lesion_<endpoint>``): the case-level noisy-OR loss supervises every case, the lesion loss the
+    lesions whose fate is known. ``forward`` returns (total, parts): ``parts`` has each unweighted
+    component as a float, ``loss_<endpoint>``, ``loss_lesion_<endpoint>`` and
+    ``loss_load_balancing``. The memories are submodules, so ``state_dict`` holds them and a
+    checkpoint restores them.
     """
 
     def __init__(self, endpoints: list[dict[str, Any]], endpoint_weights: Mapping[str, float],
                  positive_class_weights: Mapping[str, float], load_balancing_weight: float,
-                 memory_capacity: int = 256):
+                 memory_capacity: int = 256, lesion_loss_weight: float = 1.0):
         super().__init__()
         self.endpoints = [{"name": str(e["name"]), "type": str(e["type"])} for e in endpoints]
+        self.lesion_endpoints = [str(e["name"]) for e in endpoints if e.get("aggregation") == "any_lesion"]
+        self.lesion_loss_weight = float(lesion_loss_weight)
         names = [e["name"] for e in self.endpoints]
         if len(set(names)) != len(names):
             raise ValueError(f"endpoint names must be unique, got {names}")
@@ -274,6 +282,18 @@ class GLMILLoss(nn.Module):
         self.memories = nn.ModuleDict({e["name"]: CoxRiskMemory(memory_capacity)
                                        for e in self.endpoints if e["type"] == "survival"})
 
+    def _lesion_components(self, output: Any, targets: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Lesion-level BCE of each any_lesion endpoint over the lesions with a known outcome."""
+        outcomes = targets.get("instance_outcomes")
+        if outcomes is None or not self.lesion_endpoints or not getattr(output, "instance_logits", None):
+            return {}
+        out = {}
+        for a, name in enumerate(self.lesion_endpoints):
+            logits = output.instance_logits[name]  # (B, N)
+            labels = outcomes[..., a]
+            out[name] = masked_bce_with_logits(logits.reshape(-1), labels.reshape(-1), ~torch.isnan(labels.reshape(-1)))
+        return out
+
     def reset_memories(self) -> None:
         for memory in self.memories.values():
             memory.reset()
@@ -290,6 +310,7 @@ class GLMILLoss(nn.Module):
             else:
                 components[name] = self.memories[name](output.log_risks[name], targets[f"{name}_time"],
                                                        targets[f"{name}_event"], known)
+        lesion_components = self._lesion_components(output, targets)
         reference = next(iter(components.values()), None)
         aux = output.aux_loss
         if aux is None:
@@ -298,6 +319,9 @@ class GLMILLoss(nn.Module):
         total = self.load_balancing_weight * aux
         for name, value in components.items():
             total = total + self.endpoint_weights[name] * value
+        for name, value in lesion_components.items():
+            total = total + self.lesion_loss_weight * self.endpoint_weights[name] * value
         parts = {f"loss_{name}": float(value.detach()) for name, value in components.items()}
+        parts.update({f"loss_lesion_{name}": float(value.detach()) for name, value in lesion_components.items()})
         parts["loss_load_balancing"] = float(aux.detach())
         return total, parts

@@ -41,14 +41,17 @@ from glmil_auto.paths import preprocessed_folder, resolve_dataset_name, results_
 from glmil_auto.training.augmentation import get_training_transforms, get_validation_transforms, make_augmenter
 from glmil_auto.preprocessing.storage import load_properties
 from glmil_auto.training.checkpointing import load_checkpoint, rng_states, save_checkpoint, set_rng_states
-from glmil_auto.training.clinical_offset_fit import fit_network_offset
-from glmil_auto.training.data_loader import GLMILDataLoader, case_targets
+from glmil_auto.preprocessing.lesion_features.settings import lesion_feature_names
+from glmil_auto.training.radiomics_offset_fit import fit_starting_point
+from glmil_auto.training.data_loader import INPUT_KEYS, GLMILDataLoader, case_targets
+from glmil_auto.training.feature_harmonisation import CentreTransform, FeatureHarmoniser
 from glmil_auto.training.losses import GLMILLoss
 from glmil_auto.training.progress_plot import plot_progress
 from glmil_auto.training.splits import fold_cases, load_or_create_splits
-from glmil_auto.training.validation_metrics import endpoint_metrics
+from glmil_auto.training.validation_metrics import bootstrap_mean_standard_error, endpoint_metrics
 from glmil_auto.training.validation_files import validation_file_names
 from glmil_auto.utilities.atomic_files import atomic_path, write_json_atomic
+from glmil_auto.utilities.content_hash import json_sha256
 from glmil_auto.utilities.mixed_precision import autocast, mixed_precision_dtype, needs_grad_scaler
 
 logger = logging.getLogger(__name__)
@@ -66,8 +69,18 @@ class GLMILTrainer:
     lr_schedule = "cosine"  # or "poly" (nnU-Net's (1 - epoch / epochs) ** 0.9)
     save_every = 5  # epochs between checkpoint_latest.pt writes
     selection_ema = 0.7  # weight of the previous value in the EMA of the selection metric
+    # an epoch replaces the starting point only when its validation EMA beats it by this many bootstrap
+    # standard errors of the starting point's validation mean (validation_metrics.bootstrap_mean_standard_error)
+    selection_margin_se = 1.0
     network_mode = "full"  # or an ablation: global_only, local_only, concat, clinical_only
-    use_clinical_offset = True  # the clinical + volumetric linear predictor the network corrects
+    use_clinical_offset = True  # the starting point the network corrects (model/starting_point.py)
+    use_radiomics_offset = True  # the starting point uses the stored radiomic features (False: clinical + volume)
+    # the intensity/texture lesion features harmonised across the training centres (feature_harmonisation.py):
+    # "combat" (empirical-Bayes ComBat), "centre" (per-centre standardisation) or None; fold_<k>/harmonisation.json
+    harmonisation: str | None = "combat"
+    # lesion-level outcomes (the raw dataset's lesion table) supervise the lesion logits of any_lesion endpoints
+    use_lesion_labels = True
+    lesion_loss_weight = 1.0
     select_best_checkpoint = True  # checkpoint_final.pt = the weights of the best validation EMA
     explain_validation = True  # SHAP of the final validation (validation_explanations.py)
     split_scheme = "random"  # or "centre": one fold per centre left out (splits.py; glmil_train --split centre)
@@ -117,6 +130,7 @@ class GLMILTrainer:
         self.selected_epoch: int | None = None
         self.best_epoch: int | None = None  # None: the starting point (the clinical offset alone)
         self.starting_point_validation: dict[str, float] | None = None
+        self.selection_margin = 0.0  # what an epoch must add to the starting point's validation mean
         self.memory_record: dict[str, Any] | None = None
         self.steps_run = 0  # training steps of this process (the memory is measured on the second)
         self.was_initialized = False
@@ -135,12 +149,18 @@ class GLMILTrainer:
         values, categories = self._clinical(self.train_cases)
         self.network.clinical_encoder.fit(values, categories)
         self.offset_record: dict[str, Any] | None = None
+        folder = self.preprocessed / self.plans_name / "Tr"
+        properties = [load_properties(folder, case) for case in self.train_cases]
+        self.harmoniser = self.fit_harmoniser(properties)
+        properties = [self.harmoniser.transform(p, self.case_centres.get(c), c)
+                      for p, c in zip(properties, self.train_cases)]
         if self.use_clinical_offset:
-            folder = self.preprocessed / self.plans_name / "Tr"
-            properties = [load_properties(folder, case) for case in self.train_cases]
             targets = case_targets(self.table.loc[self.train_cases], self.endpoints, self.spec)
-            self.offset_record = fit_network_offset(self.network, values, categories, properties, targets,
-                                                    self.endpoints)
+            section = self.plans["preprocessing"].get("lesion_features")
+            self.offset_record = fit_starting_point(
+                self.network, values, categories, properties, self.train_cases, targets, self.endpoints,
+                lesion_feature_names(section), (section or {}).get("case_features", []),
+                radiomics=self.use_radiomics_offset, seed=self.seed)
         self.model: nn.Module = self.network
         if self.world_size > 1:
             self.model = nn.parallel.DistributedDataParallel(
@@ -153,12 +173,43 @@ class GLMILTrainer:
         positive_weights = (losses["positive_class_weights"] if self.use_positive_class_weights
                             else {name: 1.0 for name in losses["positive_class_weights"]})
         self.loss = GLMILLoss(self.endpoints, losses["endpoint_weights"], positive_weights,
-                              losses["load_balancing_weight"], memory_capacity=min(cox_memory, len(self.train_cases))
+                              losses["load_balancing_weight"], memory_capacity=min(cox_memory, len(self.train_cases)),
+                              lesion_loss_weight=self.lesion_loss_weight if self.use_lesion_labels else 0.0
                               ).to(self.device)
         self.optimizer = torch.optim.AdamW(self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.grad_scaler = torch.amp.GradScaler("cuda", enabled=needs_grad_scaler(self.device))
         self.was_initialized = True
+
+    @property
+    def case_centres(self) -> dict[str, Any]:
+        """Each case's centre (dataset.json's ``group_column``); empty without one."""
+        column = self.spec.group_column
+        if not column or column not in self.table:
+            return {}
+        return {str(case): value for case, value in self.table[column].items()}
+
+    def fit_harmoniser(self, properties: list[dict[str, Any]]) -> FeatureHarmoniser:
+        """The fold's harmonisation of the lesion features, fitted on its training cases' lesions
+        (``properties``, in ``train_cases`` order), written to ``fold_<k>/harmonisation.json``."""
+        section = self.plans["preprocessing"].get("lesion_features")
+        names, case_names = lesion_feature_names(section), list((section or {}).get("case_features", []))
+        if not self.spec.group_column or self.spec.group_column not in self.table:
+            harmoniser = FeatureHarmoniser.identity("dataset.json has no group_column (centre)", names, case_names)
+        else:
+            centres = self.case_centres
+            harmoniser = FeatureHarmoniser.fit(properties, [centres.get(c) for c in self.train_cases], names,
+                                               case_names, method=self.harmonisation, case_ids=self.train_cases)
+        if harmoniser.is_identity:
+            logger.info("lesion features are not harmonised: %s", harmoniser.reason)
+        else:
+            logger.info("lesion features harmonised (%s) over the training centres %s: %d intensity/texture features",
+                        harmoniser.method, harmoniser.training_centres, len(harmoniser.feature_names))
+        self._harmonisation_record = harmoniser.to_dict()
+        if self.is_main:
+            self.output_folder.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(self.output_folder / "harmonisation.json", self._harmonisation_record)
+        return harmoniser
 
     def _lr_factor(self, epoch: int) -> float:
         """Linear warm-up, then cosine (or poly) decay to 0 at the last epoch."""
@@ -181,7 +232,8 @@ class GLMILTrainer:
         return GLMILDataLoader(self.preprocessed / self.plans_name / "Tr", cases, self.plans, values, categories,
                                targets, batch_size, infinite=infinite, shuffle=infinite, seed=seed,
                                sampling_probabilities=probabilities,
-                               max_instances_per_batch=self.max_instances_per_batch(batch_size) if infinite else None)
+                               max_instances_per_batch=self.max_instances_per_batch(batch_size) if infinite else None,
+                               properties_transform=CentreTransform(self.harmoniser, self.case_centres))
 
     def max_instances_per_batch(self, batch_size: int) -> int | None:
         """This rank's share of the planned instance budget, in instances (the budget counts every
@@ -287,7 +339,7 @@ class GLMILTrainer:
             last_epoch = self.current_epoch
             self.network.load_state_dict(load_checkpoint(best, map_location=self.device)["network"])
             self.selected_epoch = self.best_epoch
-            when = ("at the starting point (no epoch beat the clinical offset)" if self.selected_epoch is None
+            when = ("at the starting point (no epoch beat it by the selection margin)" if self.selected_epoch is None
                     else f"after epoch {self.selected_epoch} of {last_epoch}")
             logger.info("final weights: the best validation EMA (%.4f) %s", self.best_ema, when)
         if self.is_main:
@@ -299,13 +351,18 @@ class GLMILTrainer:
         """Validate the untrained network (= the clinical offset) so that model selection can keep
         it when no epoch does better: the trained model is then never worse than the linear model
         on the validation cases."""
-        metrics, _ = self.validate()
+        metrics, predictions = self.validate()
         mean = metrics.get("mean", math.nan)
         if math.isnan(mean):
             return
         self.ema = self.best_ema = mean
         self.starting_point_validation = metrics
-        logger.info("starting point (clinical offset only): validation mean %.4f", mean)
+        standard_error = bootstrap_mean_standard_error(*self._scores_and_targets(predictions), self.endpoints,
+                                                       seed=self.seed) if len(predictions) else math.nan
+        self.selection_margin = 0.0 if math.isnan(standard_error) else self.selection_margin_se * standard_error
+        logger.info("starting point (the radiomics + clinical model alone): validation mean %.4f; an epoch must "
+                    "beat it by %.4f (%.1f bootstrap standard errors)", mean, self.selection_margin,
+                    self.selection_margin_se)
         if self.is_main:
             self.save_checkpoint(self.output_folder / "checkpoint_best.pt")
 
@@ -324,7 +381,10 @@ class GLMILTrainer:
             return
         logger.info("epoch %d: train loss %.4f, validation mean %.4f (EMA %s), %.1f s", epoch, train["loss"], mean,
                     "n/a" if self.ema is None else f"{self.ema:.4f}", seconds)
-        if self.ema is not None and (self.best_ema is None or self.ema > self.best_ema):
+        # leaving the starting point needs a margin that noise does not reach; after that, any gain
+        required = (self.best_ema + self.selection_margin if self.best_epoch is None and self.best_ema is not None
+                    else self.best_ema)
+        if self.ema is not None and (required is None or self.ema > required):
             self.best_ema, self.best_epoch = self.ema, epoch
             self.save_checkpoint(self.output_folder / "checkpoint_best.pt")
         if self.current_epoch % self.save_every == 0 and self.current_epoch < self.num_epochs:
@@ -373,10 +433,14 @@ class GLMILTrainer:
         """A full pass over the fold's validation cases (sharded over ranks, gathered everywhere)."""
         shard = self.val_cases[self.rank :: self.world_size]
         predictions = self.predict_cases(shard, explain=explain)
+        scores, targets = self._scores_and_targets(predictions)
+        return endpoint_metrics(scores, targets, self.endpoints), predictions
+
+    def _scores_and_targets(self, predictions: pd.DataFrame) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         targets = case_targets(self.table.loc[predictions["case_id"]], self.endpoints, self.spec)
         scores = {e["name"]: predictions[e["name"] if e["type"] == "binary" else f"{e['name']}_log_risk"].to_numpy()
                   for e in self.endpoints}
-        return endpoint_metrics(scores, targets, self.endpoints), predictions
+        return scores, targets
 
     def perform_final_validation(self, checkpoint: str | None = None) -> dict[str, float]:
         """Out-of-fold predictions and metrics of the final (or best) weights, in ``validation/``."""
@@ -396,6 +460,7 @@ class GLMILTrainer:
             write_json_atomic(folder / summary_name, {"fold": self.fold, "checkpoint": checkpoint or "final",
                                                          "selected_epoch": self.selected_epoch,
                                                          "starting_point_metrics": self.starting_point_validation,
+                                                         "selection_margin": self.selection_margin,
                                                          "n_cases": len(predictions), "metrics": metrics})
             if self.explain_validation and getattr(self, "explanation_inputs", None) is not None:
                 from glmil_auto.training.validation_explanations import write_validation_explanations
@@ -419,6 +484,9 @@ class GLMILTrainer:
                 "network_mode": self.network_mode, "log": json.loads(json.dumps(self.log)),
                 "selected_epoch": self.selected_epoch, "best_epoch": self.best_epoch,
                 "starting_point_validation": json.loads(json.dumps(self.starting_point_validation)),
+                "selection_margin": self.selection_margin,
+                # the fold's harmonisation.json that these weights were trained with (the predictor checks it)
+                "harmonisation_sha256": json_sha256(self._harmonisation_record),
             },
             "plans": json.dumps(self.plans),
         })
@@ -440,6 +508,7 @@ class GLMILTrainer:
         self.selected_epoch = meta.get("selected_epoch")
         self.best_epoch = meta.get("best_epoch")
         self.starting_point_validation = meta.get("starting_point_validation")
+        self.selection_margin = float(meta.get("selection_margin", 0.0))
         set_rng_states(content["rng"])
 
     def resume(self) -> None:
@@ -473,11 +542,12 @@ class GLMILTrainer:
                 "batch_size": self.plans["training"]["batch_size"], "network_mode": self.network_mode,
                 "seed": self.seed, "deterministic": self.deterministic,
                 "use_clinical_offset": self.use_clinical_offset, "clinical_offset": self.offset_record,
+                "harmonisation": self.harmoniser.describe(),
                 "select_best_checkpoint": self.select_best_checkpoint,
                 "parameters": sum(p.numel() for p in self.network.parameters())}
 
 
-_INPUT_KEYS = {"global", "instances", "instance_mask", "instance_descriptors", "clinical_values", "clinical_categories"}
+_INPUT_KEYS = set(INPUT_KEYS)
 
 
 def _shutdown(augmenter: Any) -> None:

@@ -47,3 +47,50 @@ def endpoint_metrics(predictions: dict[str, np.ndarray], targets: dict[str, np.n
     finite = [v for v in out.values() if not math.isnan(v)]
     out["mean"] = float(np.mean(finite)) if finite else math.nan
     return out
+
+
+def bootstrap_mean_standard_error(predictions: dict[str, np.ndarray], targets: dict[str, np.ndarray],
+                                  endpoints: list[dict[str, str]], n_resamples: int = 200, seed: int = 0) -> float:
+    """Standard error of :func:`endpoint_metrics`' ``mean`` over seeded case bootstrap resamples
+    (resamples where the mean is undefined are skipped; NaN with fewer than 10 defined ones).
+
+    Model selection leaves the starting point only for an epoch whose validation EMA beats it by
+    this much: a difference that resampling the validation cases alone produces is noise, and an
+    epoch selected on noise scores below the starting point elsewhere."""
+    n = len(next(iter(predictions.values()))) if predictions else 0
+    if n < 2:
+        return math.nan
+    rng = np.random.default_rng(seed)
+    means = []
+    for _ in range(int(n_resamples)):
+        rows = rng.integers(0, n, n)
+        value = endpoint_metrics({k: np.asarray(v)[rows] for k, v in predictions.items()},
+                                 {k: np.asarray(v)[rows] for k, v in targets.items()}, endpoints)["mean"]
+        if not math.isnan(value):
+            means.append(value)
+    return float(np.std(means, ddof=1)) if len(means) >= 10 else math.nan
+
+
+def paired_bootstrap_standard_error(predictions: dict[str, np.ndarray], reference: dict[str, np.ndarray],
+                                    targets: dict[str, np.ndarray], endpoints: list[dict[str, str]],
+                                    n_resamples: int = 100, seed: int = 0) -> float:
+    """Standard error of the difference of :func:`endpoint_metrics`' ``mean`` between two sets of
+    predictions of the same cases (``predictions`` minus ``reference``), over seeded case
+    bootstrap resamples shared by both: the noise in "this epoch beats the starting point".
+
+    Paired, because an epoch's predictions are a small correction of the starting point's: the
+    standard error of their difference is far smaller than that of either metric, and a margin of
+    the unpaired size would keep the starting point whatever the network learnt."""
+    n = len(next(iter(predictions.values()))) if predictions else 0
+    if n < 2:
+        return math.nan
+    rng = np.random.default_rng(seed)
+    differences = []
+    for _ in range(int(n_resamples)):
+        rows = rng.integers(0, n, n)
+        resampled = {k: np.asarray(v)[rows] for k, v in targets.items()}
+        a = endpoint_metrics({k: np.asarray(v)[rows] for k, v in predictions.items()}, resampled, endpoints)["mean"]
+        b = endpoint_metrics({k: np.asarray(v)[rows] for k, v in reference.items()}, resampled, endpoints)["mean"]
+        if not (math.isnan(a) or math.isnan(b)):
+            differences.append(a - b)
+    return float(np.std(differences, ddof=1)) if len(differences) >= 10 else math.nan

@@ -51,9 +51,31 @@ class GLMILTrainer_clinicalOnly(GLMILTrainer):
 
 
 class GLMILTrainer_noOffset(GLMILTrainer):
-    """Without the clinical + volumetric linear predictor (the network must learn it itself)."""
+    """Without any starting point (the network must learn the clinical and lesion models itself)."""
 
     use_clinical_offset = False
+
+
+class GLMILTrainer_radiomicsOffset(GLMILTrainer):
+    """The starting point alone, no CNN training: the per-fold radiomics + clinical model (a lesion
+    noisy-OR for any_lesion endpoints, logistic / Cox on patient aggregates for the others) that the
+    network starts from. ``benchmarks/accuracy.py``'s ``radiomicsOffset`` row: what the CNNs add is
+    the model minus this one."""
+
+    num_epochs = 0
+
+
+class GLMILTrainer_clinicalOffset(GLMILTrainer):
+    """The starting point without radiomic features: clinical inputs, lesion count and volume only
+    (and, for any_lesion endpoints, a noisy-OR whose lesions differ only by the clinical shift)."""
+
+    use_radiomics_offset = False
+
+
+class GLMILTrainer_noLesionLabels(GLMILTrainer):
+    """Ignores the raw dataset's lesion table: any_lesion endpoints learn from the case labels only."""
+
+    use_lesion_labels = False
 
 
 class GLMILTrainer_classBalancedLMD(GLMILTrainer):
@@ -62,15 +84,22 @@ class GLMILTrainer_classBalancedLMD(GLMILTrainer):
     class_balanced_endpoint = "leptomeningeal_failure"
 
 
+ABLATION_ATTRIBUTES = {
+    "globalOnly": {"network_mode": "global_only"}, "localOnly": {"network_mode": "local_only"},
+    "concat": {"network_mode": "concat"}, "clinicalOnly": {"network_mode": "clinical_only"},
+    "radiomicsOffset": {"num_epochs": 0}, "clinicalOffset": {"use_radiomics_offset": False},
+    "noLesionLabels": {"use_lesion_labels": False},
+}
+
+
 def _ablations_of(base: type[GLMILTrainer]) -> None:
-    """``<base>_globalOnly``, ``_localOnly``, ``_concat`` and ``_clinicalOnly`` for a trainer whose
+    """``<base>_<ablation>`` for every ablation of :data:`ABLATION_ATTRIBUTES`, for a trainer whose
     schedule differs from the default one, so that ``benchmarks/accuracy.py --trainer <base>``
     compares ablations trained exactly like the model."""
-    modes = {"globalOnly": "global_only", "localOnly": "local_only", "concat": "concat", "clinicalOnly": "clinical_only"}
-    for suffix, mode in modes.items():
+    for suffix, attributes in ABLATION_ATTRIBUTES.items():
         name = f"{base.__name__}_{suffix}"
-        globals()[name] = type(name, (base,), {"network_mode": mode, "__module__": __name__,
-                                               "__doc__": f"{base.__name__} with network_mode '{mode}'."})
+        globals()[name] = type(name, (base,), {**attributes, "__module__": __name__,
+                                               "__doc__": f"{base.__name__} with {attributes}."})
 
 
 _ablations_of(GLMILTrainer_demo)

@@ -35,17 +35,12 @@ Intensity units: T1c/FLAIR values are brain z-scores (as preprocessing) minus th
 *normal-appearing brain* (the brain region more than 10 mm from any lesion), so that 0 is
 ordinary tissue whatever the scanner; "ratio" features divide by normal brain with air as zero.
 
-Layout (one job per module; every name is importable from this package, loaded on first use):
-- ``lesion_frame``: the lesion frame's columns and neutral values; ``channels``: which channel is
-  T1c / FLAIR; ``shape``, ``enhancement``, ``surroundings``: shape, necrosis/texture, and CSF
-  distances and oedema shells of one lesion; ``features``: :func:`lesion_features` of a case;
-  ``dataset_features``: :func:`extract_dataset_features` (process pool);
-- ``patients``: :func:`patient_features` and the feature sets; ``clinical_design``: the clinical
-  design matrix;
-- ``fitting``: what the models share (standardiser, folds, checks); ``linear_models``:
-  :class:`RadiomicsLogistic`, :class:`RadiomicsCox`; ``noisy_or``: the noisy-OR numerics;
-  ``noisy_or_model``: :class:`NoisyOrLesionModel`; ``peer``: :class:`RadiomicsPeer`,
-  :func:`fit_and_predict_peer`.
+Layout (every name is importable from this package, loaded on first use). The lesion features live at
+the preprocessing stage (``glmil_auto.preprocessing.lesion_features``: ``lesion_frame``, ``channels``,
+``shape``, ``enhancement``, ``surroundings``, ``features``, ``dataset_features``, ``patients``) and the
+models at the training stage (``glmil_auto.training.lesion_models``), because the network's starting
+point fits the same models on the same stored features. This package keeps ``clinical_design`` (the
+clinical design matrix) and ``peer`` (:class:`RadiomicsPeer`, :func:`fit_and_predict_peer`).
 """
 
 from __future__ import annotations
@@ -54,25 +49,25 @@ import importlib
 from typing import Any
 
 _EXPORTS: dict[str, tuple[str, ...]] = {
-    "lesion_frame": ("CASE_COLUMN", "LABEL_COLUMN", "CSF_DISTANCE_CAP_MM", "VENTRICLE_DISTANCE_CAP_MM",
+    "glmil_auto.preprocessing.lesion_features.lesion_frame": ("CASE_COLUMN", "LABEL_COLUMN", "CSF_DISTANCE_CAP_MM", "VENTRICLE_DISTANCE_CAP_MM",
                      "LESION_FEATURES", "POSITION_COLUMNS", "LESION_FRAME_COLUMNS", "empty_lesion_frame"),
-    "channels": ("T1C_TOKENS", "FLAIR_TOKENS", "t1c_channel", "flair_channel"),
-    "shape": ("covariance_shape", "mesh_sphericity"),
-    "enhancement": ("NECROSIS_FRACTION_OF_P90", "HISTOGRAM_BIN_WIDTH", "histogram_entropy", "neighbour_contrast",
+    "glmil_auto.preprocessing.lesion_features.channels": ("T1C_TOKENS", "FLAIR_TOKENS", "t1c_channel", "flair_channel"),
+    "glmil_auto.preprocessing.lesion_features.shape": ("covariance_shape", "mesh_sphericity"),
+    "glmil_auto.preprocessing.lesion_features.enhancement": ("NECROSIS_FRACTION_OF_P90", "HISTOGRAM_BIN_WIDTH", "histogram_entropy", "neighbour_contrast",
                     "enhancement_features"),
-    "surroundings": ("SHELLS_MM", "CSF_RATIO", "AIR_MARGIN_Z"),
-    "features": ("BRAIN_MARGIN_MM", "NORMAL_BRAIN_MARGIN_MM", "DEEP_CSF_DEPTH_FRACTION", "OEDEMA_PERCENTILE",
+    "glmil_auto.preprocessing.lesion_features.surroundings": ("SHELLS_MM", "CSF_RATIO", "AIR_MARGIN_Z"),
+    "glmil_auto.preprocessing.lesion_features.features": ("BRAIN_MARGIN_MM", "NORMAL_BRAIN_MARGIN_MM", "DEEP_CSF_DEPTH_FRACTION", "OEDEMA_PERCENTILE",
                  "POSTERIOR_FOSSA_MAX_RELATIVE_Z", "POSTERIOR_FOSSA_MIN_RELATIVE_Y", "lesion_features"),
     # _case_features: spawn workers of a pool started before the split unpickle it by this module's name
-    "dataset_features": ("extract_dataset_features", "_case_features"),
-    "patients": ("MIN_AGGREGATED", "SUM_AGGREGATED", "VOLUME_WEIGHTED", "patient_features", "BURDEN_FEATURES",
+    "glmil_auto.preprocessing.lesion_features.dataset_features": ("extract_dataset_features", "_case_features"),
+    "glmil_auto.preprocessing.lesion_features.patients": ("MIN_AGGREGATED", "SUM_AGGREGATED", "VOLUME_WEIGHTED", "patient_features", "BURDEN_FEATURES",
                  "COMPACT_PATIENT_FEATURES", "FEATURE_SETS", "feature_set_columns"),
-    "clinical_design": ("clinical_features", "clinical_design_matrix"),
-    "linear_models": ("RadiomicsLogistic", "RadiomicsCox"),
-    "noisy_or": ("log1mexp", "softplus", "sigmoid", "noisy_or_log_survival", "noisy_or_probability",
+    "glmil_auto.evaluation.radiomics_peer.clinical_design": ("clinical_features", "clinical_design_matrix"),
+    "glmil_auto.training.lesion_models.linear_models": ("RadiomicsLogistic", "RadiomicsCox"),
+    "glmil_auto.training.lesion_models.noisy_or": ("log1mexp", "softplus", "sigmoid", "noisy_or_log_survival", "noisy_or_probability",
                  "noisy_or_objective"),
-    "noisy_or_model": ("LESION_MODEL_FEATURES", "NoisyOrLesionModel"),
-    "peer": ("RadiomicsPeer", "fit_and_predict_peer"),
+    "glmil_auto.training.lesion_models.noisy_or_model": ("LESION_MODEL_FEATURES", "NoisyOrLesionModel"),
+    "glmil_auto.evaluation.radiomics_peer.peer": ("RadiomicsPeer", "fit_and_predict_peer"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 
@@ -85,7 +80,7 @@ def __getattr__(name: str) -> Any:
     module = _MODULE_OF.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
 

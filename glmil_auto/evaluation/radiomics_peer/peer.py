@@ -10,10 +10,12 @@ import pandas as pd
 
 from glmil_auto.dataset.dataset_json import DatasetSpec
 from glmil_auto.evaluation.radiomics_peer.clinical_design import clinical_design_matrix, clinical_features
-from glmil_auto.evaluation.radiomics_peer.lesion_frame import CASE_COLUMN
-from glmil_auto.evaluation.radiomics_peer.linear_models import RadiomicsCox, RadiomicsLogistic
-from glmil_auto.evaluation.radiomics_peer.noisy_or_model import NoisyOrLesionModel
-from glmil_auto.evaluation.radiomics_peer.patients import FEATURE_SETS, feature_set_columns, patient_features
+from glmil_auto.preprocessing.lesion_features.lesion_frame import (
+    CASE_COLUMN, LABEL_COLUMN, LESION_FEATURES, POSITION_COLUMNS,
+)
+from glmil_auto.training.lesion_models.linear_models import RadiomicsCox, RadiomicsLogistic
+from glmil_auto.training.lesion_models.noisy_or_model import NoisyOrLesionModel
+from glmil_auto.preprocessing.lesion_features.patients import FEATURE_SETS, feature_set_columns, patient_features
 
 
 class RadiomicsPeer:
@@ -31,6 +33,12 @@ class RadiomicsPeer:
     (held-out log-loss, Harrell's C), so the peer falls back to the clinical model where image
     features only add noise; ``feature_sets_`` records the choice. The noisy-OR row holds binary
     endpoints only (a lesion-level noisy-OR has no survival form).
+
+    ``lesions`` is a lesion frame: the features preprocessing stored
+    (:func:`glmil_auto.preprocessing.lesion_features.stored_features.read_stored_lesion_features`,
+    one implementation of each feature for the peer and the network) or a raw-image extraction.
+    Lesion columns beyond the hand-crafted ones (the IBSI families) enter the patient aggregates
+    by their maximum and mean.
 
     ``endpoints``: the plans' list (``{"name", "type"}``) or None for every endpoint of ``spec``;
     ``targets``: :func:`glmil_auto.training.data_loader.case_targets`-style arrays in ``case_ids``
@@ -53,7 +61,8 @@ class RadiomicsPeer:
                           else [{"name": n, "type": e.type} for n, e in spec.endpoints.items()])
         self.clinical_features = clinical_features(spec, table)
         clinical = clinical_design_matrix(table, self.clinical_features).set_axis(case_ids)
-        patients = patient_features(lesions, case_ids)
+        self.extra_features = extra_lesion_columns(lesions)
+        patients = patient_features(lesions, case_ids, self.extra_features)
         self.logistic: dict[str, RadiomicsLogistic] = {}
         self.noisy_or: dict[str, NoisyOrLesionModel] = {}
         self.cox: dict[str, RadiomicsCox] = {}
@@ -85,7 +94,7 @@ class RadiomicsPeer:
         case_ids = [str(c) for c in case_ids]
         table = table.set_axis(table.index.astype(str)).loc[case_ids]
         clinical = clinical_design_matrix(table, self.clinical_features).set_axis(case_ids)
-        patients = patient_features(lesions, case_ids)
+        patients = patient_features(lesions, case_ids, self.extra_features)
         linear: dict[str, np.ndarray] = {}
         noisy_or: dict[str, np.ndarray] = {}
         for endpoint in self.endpoints:
@@ -96,6 +105,12 @@ class RadiomicsPeer:
             else:
                 linear[name] = self.cox[name].predict(_design(patients, clinical, chosen))
         return {self.LOGISTIC_ROW: linear, self.NOISY_OR_ROW: noisy_or}
+
+
+def extra_lesion_columns(lesions: pd.DataFrame) -> list[str]:
+    """Lesion feature columns beyond the hand-crafted ones (the IBSI families of stored features)."""
+    fixed = {CASE_COLUMN, LABEL_COLUMN, "kept", *POSITION_COLUMNS, *LESION_FEATURES}
+    return [c for c in lesions.columns if c not in fixed and pd.api.types.is_numeric_dtype(lesions[c])]
 
 
 def _design(patients: pd.DataFrame, clinical: pd.DataFrame, feature_set: str) -> pd.DataFrame:

@@ -54,6 +54,19 @@ def brain_intensity_statistics(values: np.ndarray) -> dict[str, float | None]:
     }
 
 
+def lesion_intensity_in_brain_sd(image: np.ndarray, lesion_mask: np.ndarray, brain: dict[str, Any]
+                                 ) -> dict[str, float] | None:
+    """Percentiles 0.5 / 50 / 99.5 of a channel's lesion voxels after the brain z-score
+    ``(value - brain mean) / brain std``; None without lesion voxels or a brain spread."""
+    std, mean = brain.get("std"), brain.get("mean")
+    values = image[lesion_mask]
+    if values.size == 0 or not std or not np.isfinite(std) or mean is None:
+        return None
+    z = (values.astype(np.float64) - float(mean)) / float(std)
+    p005, p50, p995 = np.percentile(z, [0.5, 50.0, 99.5])
+    return {"percentile_00_5": float(p005), "median": float(p50), "percentile_99_5": float(p995)}
+
+
 def fingerprint_case(
     case: str,
     images: np.ndarray,
@@ -86,6 +99,8 @@ def fingerprint_case(
         )
 
     _, lesions = find_lesion_instances(canonical_lesions, canonical)
+    lesion_intensity = {str(c): lesion_intensity_in_brain_sd(image, canonical_lesions, brain_statistics[str(c)])
+                        for c, image in enumerate(canonical_images)}
     record = {
         "spacing_canonical": [float(s) for s in spacing_zyx],
         "shape_canonical": [int(s) for s in canonical.shape],
@@ -95,6 +110,9 @@ def fingerprint_case(
         "head_volume_mm3": float(head.sum()) * voxel_volume,
         "brain_region_volume_mm3": float(brain.sum()) * voxel_volume,
         "brain_region_intensity": brain_statistics,
+        # the lesion voxels in units of the case's brain standard deviation (what preprocessing's
+        # brain z-score makes of them): the basis of the planned IBSI bin width
+        "lesion_intensity_brain_sd": lesion_intensity,
         "skull_stripped": bool(regions.skull_stripped),
         "skull_stripping": regions.check.to_dict(),
         "lesions": [lesion.to_dict() for lesion in lesions],

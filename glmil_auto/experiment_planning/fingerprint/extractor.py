@@ -34,7 +34,8 @@ from glmil_auto.utilities.atomic_files import write_json_atomic
 from glmil_auto.utilities.content_hash import json_sha256
 from glmil_auto.utilities.worker_init import single_threaded_image_worker
 
-FINGERPRINT_VERSION = 2  # 2: skull-stripping detection (a stripped case's head box is its nonzero region)
+FINGERPRINT_VERSION = 3  # 2: skull-stripping detection (a stripped case's head box is its nonzero region);
+# 3: lesion intensities in brain standard deviations per case (the IBSI bin width's basis)
 FINGERPRINT_FILE = "dataset_fingerprint.json"
 
 

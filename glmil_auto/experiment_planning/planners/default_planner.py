@@ -51,6 +51,8 @@ class GLMILPlanner:
     lesion_margin_mm = 5.0  # context on each side of the 95th-percentile lesion
     context_scales = (1.0, 2.0)  # fields of view at the same voxel count
     max_instances_cap = {"cpu": 8, "cuda": 32}  # lesions stored per case
+    lesion_features = True  # per-lesion radiomic features computed in preprocessing (the starting point)
+    ibsi_features = True  # and among them the IBSI families (mirp)
     # training
     min_batch_size = 4  # preferred: fewer bags give the Cox loss few risk sets (its memory helps below)
     max_batch_size = {"cpu": 16, "cuda": 64}
@@ -358,7 +360,27 @@ class GLMILPlanner:
         return {"features": features}
 
     def plan_endpoints(self) -> list[dict[str, str]]:
-        return [{"name": name, "type": d["type"]} for name, d in self.dataset_json.get("endpoints", {}).items()]
+        """The declared endpoints; a binary endpoint that means "any lesion fails" keeps its
+        ``aggregation`` (the network then scores each lesion and combines them by a noisy-OR)."""
+        endpoints = []
+        for name, declared in self.dataset_json.get("endpoints", {}).items():
+            entry = {"name": name, "type": declared["type"]}
+            if declared["type"] == "binary" and declared.get("aggregation", "case") != "case":
+                entry["aggregation"] = declared["aggregation"]
+            endpoints.append(entry)
+        return endpoints
+
+    def plan_lesion_features(self) -> dict[str, Any] | None:
+        """The per-lesion radiomic features preprocessing computes and stores
+        (``preprocessing/lesion_features/settings.py``); ``None`` when ``lesion_features = False``."""
+        if not self.lesion_features:
+            return None
+        from glmil_auto.preprocessing.lesion_features.patients import patient_feature_names
+        from glmil_auto.preprocessing.lesion_features.settings import lesion_feature_names, plan_lesion_features
+
+        section = plan_lesion_features(self.fingerprint, ibsi=self.ibsi_features)
+        section["case_features"] = patient_feature_names(lesion_feature_names(section))
+        return section
 
     def trainer_defaults(self, batch_size: int) -> dict[str, Any]:
         """Schedule and regularisation. An epoch is one pass over a fold's training cases; the number
@@ -413,6 +435,7 @@ class GLMILPlanner:
                 "normalisation": self.plan_normalisation(),
                 "global": {k: global_plan[k] for k in ("target_spacing", "input_shape")},
                 "local": {k: local_plan[k] for k in ("target_spacing", "patch_size", "scales", "max_instances", "instance_policy")},
+                **({"lesion_features": features} if (features := self.plan_lesion_features()) is not None else {}),
             },
             "clinical": self.plan_clinical(),
             "endpoints": self.plan_endpoints(),

@@ -24,3 +24,16 @@ class GLMILPlannerDeepResidual(GLMILPlanner):
     measured like any plan, so a deeper encoder trades batch or resolution where it must."""
 
     blocks_per_later_stage = {"cpu": 1, "cuda": 3}
+
+
+class GLMILPlannerNoLesionFeatures(GLMILPlanner):
+    """No radiomic features in preprocessing: the network's starting point is then the clinical +
+    volumetric model (what earlier versions planned); ``benchmarks/preprocess.py`` times both."""
+
+    lesion_features = False
+
+
+class GLMILPlannerHandCraftedFeatures(GLMILPlanner):
+    """The hand-crafted lesion features without mirp's IBSI families (cheaper preprocessing)."""
+
+    ibsi_features = False

@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from glmil_auto.evaluation.radiomics_peer.lesion_frame import CASE_COLUMN, LESION_FEATURES
+from glmil_auto.preprocessing.lesion_features.lesion_frame import CASE_COLUMN, LESION_FEATURES
 
 MIN_AGGREGATED = ("csf_distance_mm", "ventricle_distance_mm", "depth_mm", "relative_z")
 SUM_AGGREGATED = ("posterior_fossa", "csf_adjacent", "oedema_volume_0_5_mm3", "oedema_volume_5_10_mm3")
@@ -18,7 +18,15 @@ VOLUME_WEIGHTED = (
 )
 
 
-def patient_features(lesion_frame: pd.DataFrame, case_ids: Sequence[str]) -> pd.DataFrame:
+def patient_feature_names(lesion_features: Sequence[str] = ()) -> list[str]:
+    """The columns :func:`patient_features` gives for the stored lesion features ``lesion_features``
+    (the plans' list; hand-crafted ones are always aggregated, the others by max and mean)."""
+    extra = [f for f in lesion_features if f not in LESION_FEATURES]
+    return list(patient_features(pd.DataFrame({CASE_COLUMN: pd.Series(dtype=object)}), ["none"], extra).columns)
+
+
+def patient_features(lesion_frame: pd.DataFrame, case_ids: Sequence[str], extra_features: Sequence[str] = ()
+                     ) -> pd.DataFrame:
     """One row per case of ``case_ids`` (the index, in that order) from the lesion rows.
 
     Columns: ``n_lesions``, ``log_n_lesions`` (log(1 + n)), ``has_lesions``, ``total_volume_mm3``,
@@ -29,10 +37,13 @@ def patient_features(lesion_frame: pd.DataFrame, case_ids: Sequence[str]) -> pd.
     ``vw_<f>`` volume-weighted means of necrosis, enhancement and texture features (what the
     large lesions look like). A case without lesions (or whose lesions all lack a feature, such
     as FLAIR oedema without a FLAIR channel) gets the neutral value of :data:`LESION_FEATURES`
-    (0, or the distance cap), so the frame has no NaN.
+    (0, or the distance cap), so the frame has no NaN. ``extra_features``: further lesion columns
+    (the IBSI families) aggregated by ``max_`` and ``mean_`` with 0 as their neutral value.
     """
     case_ids = [str(c) for c in case_ids]
-    features = list(LESION_FEATURES)
+    extra = [f for f in extra_features if f not in LESION_FEATURES]
+    features = list(LESION_FEATURES) + extra
+    lesion_frame = lesion_frame.reindex(columns=list(dict.fromkeys([*lesion_frame.columns, CASE_COLUMN, *features])))
     frame = lesion_frame[lesion_frame[CASE_COLUMN].astype(str).isin(set(case_ids))]
     by_case = frame.groupby(frame[CASE_COLUMN].astype(str))
     grouped = by_case[features]
@@ -60,14 +71,14 @@ def patient_features(lesion_frame: pd.DataFrame, case_ids: Sequence[str]) -> pd.
     out = pd.DataFrame(parts).reindex(case_ids)
     out.index.name = CASE_COLUMN
     fill = {"n_lesions": 0.0, "total_volume_mm3": 0.0}
-    for f, neutral in LESION_FEATURES.items():
+    for f, neutral in {**LESION_FEATURES, **{name: 0.0 for name in extra}}.items():
         fill[f"max_{f}"] = fill[f"mean_{f}"] = fill[f"min_{f}"] = fill[f"vw_{f}"] = neutral
         fill[f"sum_{f}"] = 0.0
     out = out.fillna({c: fill[c] for c in out.columns})
-    out.insert(1, "log_n_lesions", np.log1p(out["n_lesions"]))
-    out.insert(2, "has_lesions", (out["n_lesions"] > 0).astype(float))
-    out.insert(4, "log_total_volume", np.log1p(out["total_volume_mm3"]))
-    return out
+    burden = pd.DataFrame({"n_lesions": out["n_lesions"], "log_n_lesions": np.log1p(out["n_lesions"]),
+                           "has_lesions": (out["n_lesions"] > 0).astype(float), "total_volume_mm3": out["total_volume_mm3"],
+                           "log_total_volume": np.log1p(out["total_volume_mm3"])}, index=out.index)
+    return pd.concat([burden, out.drop(columns=["n_lesions", "total_volume_mm3"])], axis=1)
 
 
 # the lesion burden that the clinical linear model also sees (DESIGN.md: the network must beat it)

@@ -12,16 +12,17 @@ from scipy import ndimage
 
 from glmil_auto.dataset.image_io import Geometry
 from glmil_auto.dataset.lesion_instances import find_lesion_instances
-from glmil_auto.evaluation.radiomics_peer.channels import flair_channel, t1c_channel
-from glmil_auto.evaluation.radiomics_peer.enhancement import enhancement_features
-from glmil_auto.evaluation.radiomics_peer.lesion_frame import (
-    CASE_COLUMN, CSF_DISTANCE_CAP_MM, LABEL_COLUMN, LESION_FRAME_COLUMNS, VENTRICLE_DISTANCE_CAP_MM, empty_lesion_frame,
+from glmil_auto.preprocessing.lesion_features.channels import flair_channel, t1c_channel
+from glmil_auto.preprocessing.lesion_features.enhancement import enhancement_features
+from glmil_auto.preprocessing.lesion_features.lesion_frame import (
+    CASE_COLUMN, CSF_DISTANCE_CAP_MM, LABEL_COLUMN, VENTRICLE_DISTANCE_CAP_MM, empty_lesion_frame, lesion_frame_columns,
 )
-from glmil_auto.evaluation.radiomics_peer.shape import covariance_shape, mesh_sphericity
-from glmil_auto.evaluation.radiomics_peer.surroundings import (
+from glmil_auto.preprocessing.lesion_features.settings import ibsi_families
+from glmil_auto.preprocessing.lesion_features.shape import covariance_shape, mesh_sphericity
+from glmil_auto.preprocessing.lesion_features.surroundings import (
     AIR_MARGIN_Z, SHELLS_MM, _dark, _distance_to, _edt, _oedema, _padded_box,
 )
-from glmil_auto.imaging.case_regions import case_regions
+from glmil_auto.imaging.case_regions import CaseRegions, case_regions
 from glmil_auto.imaging.head_mask import bounding_box
 from glmil_auto.imaging.orientation import to_canonical
 from glmil_auto.preprocessing.normalisation import normalise_channels
@@ -90,16 +91,41 @@ def lesion_features(
     if not instances:
         return empty_lesion_frame()
 
-    # ------------------------------------------------ canonical arrays, as preprocessing
+    # canonical arrays, as preprocessing
     images_c, canonical = to_canonical(images, geometry)
     labelled, _ = to_canonical(labelled_original, geometry)
+    spacing = np.asarray(canonical.spacing_zyx, dtype=float)
+    regions = case_regions(images_c, spacing, brain_margin_mm)  # skull-stripped cases as preprocessing does
+    schemes = {str(c): {"scheme": "zscore_brain"} for c in range(images_c.shape[0])}
+    normalised, norm_stats = normalise_channels(images_c, regions.brain, regions.head, schemes)
+    return canonical_lesion_features(normalised, norm_stats, labelled, canonical, regions, t1c, flair, case_id)
+
+
+def canonical_lesion_features(
+    normalised: np.ndarray,
+    norm_stats: Mapping[str, Mapping[str, float]],
+    labelled: np.ndarray,
+    canonical: Geometry,
+    regions: CaseRegions,
+    t1c: int,
+    flair: int | None,
+    case_id: str,
+    ibsi: Mapping[str, object] | None = None,
+) -> pd.DataFrame:
+    """The features of :func:`lesion_features` from arrays already in the canonical orientation:
+    ``normalised`` channels (C, Z, Y, X) with their ``norm_stats`` (background levels), the
+    ``labelled`` lesion components (1..n; row ``lesion_label`` = component label), the case's
+    ``regions`` (head, depth, brain) and which channels are T1c and FLAIR. Preprocessing calls this
+    with its own arrays, so the stored features and the network's inputs come from one
+    normalisation. ``ibsi``: the plans' IBSI settings (``settings.ibsi_settings``); with them each
+    lesion also gets the IBSI families of :mod:`~glmil_auto.preprocessing.lesion_features.ibsi` on
+    the enhancement (``t1c_*``) and the FLAIR relative to normal brain (``flair_*``)."""
     labelled = np.ascontiguousarray(labelled)
+    if not labelled.any():
+        return empty_lesion_frame(ibsi)
     spacing = np.asarray(canonical.spacing_zyx, dtype=float)
     voxel_volume = float(np.prod(spacing))
-    regions = case_regions(images_c, spacing, brain_margin_mm)  # skull-stripped cases as preprocessing does
     head, depth, brain = regions.head, regions.depth, regions.brain
-    schemes = {str(c): {"scheme": "zscore_brain"} for c in range(images_c.shape[0])}
-    normalised, norm_stats = normalise_channels(images_c, brain, head, schemes)
     t1 = normalised[t1c]
     fl = normalised[flair] if flair is not None else None
     lesion = labelled > 0
@@ -192,5 +218,7 @@ def lesion_features(
         )
         row.update(_oedema(label, fl_rel, hyper_threshold, box, mask, *neighbourhoods[label - 1], head, csf,
                            voxel_volume))
+        if ibsi is not None:
+            row.update(ibsi_families(enhancement[box], fl_rel[box] if fl_rel is not None else None, mask, spacing, ibsi))
         rows.append(row)
-    return pd.DataFrame(rows, columns=LESION_FRAME_COLUMNS)
+    return pd.DataFrame(rows, columns=lesion_frame_columns(ibsi))

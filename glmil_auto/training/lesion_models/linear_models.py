@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from glmil_auto.evaluation.radiomics_peer.fitting import (
+from glmil_auto.training.lesion_models.fitting import (
     _as_matrix, _kfold, _known, _log_likelihood, _single_threaded_blas, _Standardiser, _stratified_folds,
 )
 
@@ -118,7 +118,10 @@ class RadiomicsCox:
                     standardiser = _Standardiser().fit(matrix[train])
                     model = self._fit_one(standardiser.transform(matrix[train]), time[train], event[train], alpha)
                     risk = model.predict(standardiser.transform(matrix[held]))
-                    per_fold.append(concordance_index_censored(event[held].astype(bool), time[held], risk)[0])
+                    try:
+                        per_fold.append(concordance_index_censored(event[held].astype(bool), time[held], risk)[0])
+                    except ValueError:  # sksurv's NoComparablePairException: a tiny fold without a usable pair
+                        continue
                 scores[alpha] = float(np.mean(per_fold)) if per_fold else -np.inf  # mean held-out Harrell's C
             self.alpha_ = max(self.alphas, key=lambda a: (scores[a], a))
         else:

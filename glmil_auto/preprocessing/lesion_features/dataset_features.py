@@ -9,8 +9,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from glmil_auto.dataset.problems import DatasetError, error
-from glmil_auto.evaluation.radiomics_peer.features import lesion_features
-from glmil_auto.evaluation.radiomics_peer.lesion_frame import empty_lesion_frame
+from glmil_auto.preprocessing.lesion_features.features import lesion_features
+from glmil_auto.preprocessing.lesion_features.lesion_frame import empty_lesion_frame
 from glmil_auto.utilities.worker_init import single_threaded_image_worker
 
 

@@ -3,6 +3,8 @@ feature (what a case without lesions gets in its patient aggregates)."""
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import pandas as pd
 
 CASE_COLUMN = "case_id"
@@ -56,6 +58,16 @@ POSITION_COLUMNS = ("centroid_x_mm", "centroid_y_mm", "centroid_z_mm")
 LESION_FRAME_COLUMNS = [CASE_COLUMN, LABEL_COLUMN, *POSITION_COLUMNS, *LESION_FEATURES]
 
 
-def empty_lesion_frame() -> pd.DataFrame:
+def lesion_frame_columns(ibsi: Mapping[str, Any] | None = None) -> list[str]:
+    """The frame's columns: :data:`LESION_FRAME_COLUMNS`, then the IBSI features of ``ibsi`` (the
+    plans' settings, ``settings.ibsi_settings``) when given."""
+    if ibsi is None:
+        return list(LESION_FRAME_COLUMNS)
+    from glmil_auto.preprocessing.lesion_features.settings import ibsi_feature_columns
+
+    return [*LESION_FRAME_COLUMNS, *ibsi_feature_columns(ibsi)]
+
+
+def empty_lesion_frame(ibsi: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """A lesion frame without rows (the columns and dtypes of :func:`lesion_features`)."""
-    return pd.DataFrame({c: pd.Series(dtype=object if c == CASE_COLUMN else float) for c in LESION_FRAME_COLUMNS})
+    return pd.DataFrame({c: pd.Series(dtype=object if c == CASE_COLUMN else float) for c in lesion_frame_columns(ibsi)})

@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 from scipy import optimize
 
-from glmil_auto.evaluation.radiomics_peer.fitting import (
+from glmil_auto.training.lesion_models.fitting import (
     _as_matrix, _known, _log_likelihood, _single_threaded_blas, _Standardiser, _stratified_folds,
 )
-from glmil_auto.evaluation.radiomics_peer.lesion_frame import CASE_COLUMN
-from glmil_auto.evaluation.radiomics_peer.noisy_or import noisy_or_objective, noisy_or_probability, sigmoid
+from glmil_auto.preprocessing.lesion_features.lesion_frame import CASE_COLUMN
+from glmil_auto.training.lesion_models.noisy_or import noisy_or_objective, noisy_or_probability, sigmoid
 
 # lesion features of the noisy-OR by default: size, necrosis, enhancement and texture, oedema and
 # the CSF/posterior-fossa position (the classical per-lesion predictors of local control)
