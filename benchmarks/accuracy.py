@@ -14,9 +14,10 @@ the model and of each ablation (trainer ``<T>_<ablation>``), ``glmil_predict`` o
 centre with each fold ensemble, and in this process the clinical baseline and the radiomics peer.
 
 It prints one table per endpoint and cohort (the training centres' out-of-fold predictions, the
-external centre) with rows: ceiling (truth file), the model, the ablations (by default
-``radiomicsOffset``, the network's starting point alone, and ``noLesionLabels``, the model trained
-without the lesion table), the clinical baseline (logistic / Cox on the clinical variables + lesion
+external centre) with rows: ceiling (truth file), the model, its starting point
+(``<T>_radiomicsOffset (starting point)``: the folds' fitted radiomics + clinical models alone, from
+the predictions' ``<endpoint>_starting_point`` columns), the ablations (by default
+``noLesionLabels``, the model trained without the lesion table), the clinical baseline (logistic / Cox on the clinical variables + lesion
 count + total volume, fitted on the training cases), the radiomics peer (logistic on per-patient
 aggregates, and a lesion-level noisy-OR, both on the lesion features preprocessing stored);
 each with AUC (binary) or Harrell's C (OS), a bootstrap 95 % CI, the expected AUC under the true
@@ -40,10 +41,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-# cheapest first; radiomicsOffset is the starting point alone (no CNN training), noLesionLabels the model
-# trained without the lesion table, clinicalOffset the model starting from the clinical model only
-ABLATIONS = ("radiomicsOffset", "clinicalOnly", "localOnly", "globalOnly", "concat", "noLesionLabels", "clinicalOffset")
-DEFAULT_ABLATIONS = ("radiomicsOffset", "noLesionLabels")
+# cheapest first; radiomicsOffset trains the starting point alone (no CNN: the same numbers as the model's own
+# "<T>_radiomicsOffset (starting point)" row, which every run shows), noLesionLabels the model trained without
+# the lesion table, clinicalOffset the model starting from the clinical model only
+ABLATIONS = ("radiomicsOffset", "clinicalOnly", "localOnly", "globalOnly", "concat", "noLesionLabels", "clinicalOffset",
+             "noHarmonisation")
+DEFAULT_ABLATIONS = ("noLesionLabels",)
 
 
 # ---------------------------------------------------------------------------------------- stages
@@ -130,6 +133,12 @@ def train_and_predict(args: argparse.Namespace, raw: Path, timer: StageTimer, wo
                 command.append("--disable_tta")
             timer.run(f"predict external {trainer} ({len(folds)} folds)", command)
             predictions[trainer] = out / "predictions.csv"
+            if trainer == args.trainer and not args.no_harmonise_row:  # ComBat fitted on the new centre's own cases
+                out = work / "predictions" / f"{trainer}_harmonise"
+                shutil.rmtree(out, ignore_errors=True)
+                command = [*command[: command.index("-o") + 1], str(out), *command[command.index("-o") + 2:], "--harmonise"]
+                timer.run(f"predict external {trainer} --harmonise", command)
+                predictions[f"{trainer} (--harmonise)"] = out / "predictions.csv"
     return predictions
 
 
@@ -138,16 +147,27 @@ def standardised(scores: pd.Series) -> pd.Series:
     return (scores - scores.mean()) / (scores.std() or 1.0)
 
 
-def out_of_fold(folder: Path, folds: list[str], endpoints: list[dict[str, str]]) -> pd.DataFrame:
+START = "_starting_point"  # the starting point's columns beside the model's in the predictions
+
+
+def out_of_fold(folder: Path, folds: list[str], endpoints: list[dict[str, str]], starting_point: bool = False
+                ) -> pd.DataFrame:
     """Out-of-fold validation predictions of the folds, indexed by case; survival log-risks are
-    standardised per fold (each fold's scale is arbitrary) so that they pool."""
+    standardised per fold (each fold's scale is arbitrary) so that they pool. ``starting_point``:
+    the folds' starting points instead (their ``<endpoint>_starting_point`` columns)."""
     frames = []
+    suffix = START if starting_point else ""
     for fold in folds:
         frame = pd.read_csv(folder / f"fold_{fold}" / "validation" / "predictions.csv", dtype={"case_id": str})
+        out = pd.DataFrame(index=frame["case_id"])
         for endpoint in endpoints:
-            if endpoint["type"] == "survival":
-                frame[endpoint["name"]] = standardised(frame[f"{endpoint['name']}_log_risk"])
-        frames.append(frame.set_index("case_id"))
+            name = endpoint["name"]
+            column = name + suffix + ("" if endpoint["type"] == "binary" else "_log_risk")
+            if column not in frame:
+                continue
+            values = frame[column].to_numpy(dtype=float)
+            out[name] = standardised(pd.Series(values)).to_numpy() if endpoint["type"] == "survival" else values
+        frames.append(out)
     return pd.concat(frames)
 
 
@@ -270,15 +290,29 @@ def cohort_tables(args: argparse.Namespace, context: dict[str, Any], cohort: str
     return tables
 
 
-def external_rows(predictions: dict[str, Path], endpoints: list[dict[str, str]]) -> dict[str, pd.DataFrame]:
+def external_rows(predictions: dict[str, Path], endpoints: list[dict[str, str]], main_trainer: str
+                  ) -> dict[str, pd.DataFrame]:
+    """The external centre's predictions per trainer, and the main trainer's starting point as the
+    ``radiomicsOffset`` row (the fold ensemble of the fitted radiomics + clinical models alone)."""
     rows = {}
     for trainer, path in predictions.items():
         frame = pd.read_csv(path, dtype={"case_id": str}).set_index("case_id")
+        start = pd.DataFrame(index=frame.index)
         for endpoint in endpoints:
+            name = endpoint["name"]
             if endpoint["type"] == "survival":
-                frame[endpoint["name"]] = frame[f"{endpoint['name']}_risk"]
+                frame[name] = frame[f"{name}_risk"]
+            column = name + START + ("" if endpoint["type"] == "binary" else "_risk")
+            if column in frame:
+                start[name] = frame[column]
         rows[trainer] = frame
+        if trainer == main_trainer and len(start.columns):
+            rows[starting_point_row(trainer)] = start
     return rows
+
+
+def starting_point_row(trainer: str) -> str:
+    return f"{trainer}_radiomicsOffset (starting point)"
 
 
 # ---------------------------------------------------------------------------------------- main
@@ -300,6 +334,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--np", type=int, default=2, help="processes for generation and preprocessing")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--tta", action="store_true", help="mirror test-time augmentation at prediction")
+    parser.add_argument("--no-harmonise-row", action="store_true",
+                        help="skip the external prediction with glmil_predict --harmonise (ComBat on the new centre)")
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--retrain", action="store_true", help="train again even where checkpoint_final.pt exists")
     parser.add_argument("--work", default=None, help="folder for logs and predictions (default: glmil_results/accuracy_<ID>)")
@@ -331,11 +367,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for trainer, folds in trainer_names(args):
         if set(folds) == set(args.folds):  # pooled out-of-fold rows only over the same cases
             internal_rows[trainer] = out_of_fold(model_folder_for(args.dataset, trainer), folds, context["endpoints"])
+            if trainer == args.trainer:
+                start = out_of_fold(model_folder_for(args.dataset, trainer), folds, context["endpoints"], True)
+                if len(start.columns):
+                    internal_rows[starting_point_row(trainer)] = start
     internal_rows.update(peers_internal)
     oof_cases = sorted(set().union(*(context["splits"][int(f)]["val"] for f in args.folds)))
     cohorts = [("training centres, out-of-fold", "Tr", oof_cases, internal_rows)]
     if "Ts" in context["cohorts"]:
-        external = {**external_rows(predictions, context["endpoints"]), **peers_external}
+        external = {**external_rows(predictions, context["endpoints"], args.trainer), **peers_external}
         cohorts.append(("external centre", "Ts", list(context["cohorts"]["Ts"]["table"].index), external))
     text = []
     for title, split, cases, rows in cohorts:

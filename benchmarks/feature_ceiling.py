@@ -1,7 +1,7 @@
 """How much of the synthetic cohort's signal can lesion measurements recover? A study of what the
 images allow, for the accuracy goals of documentation/accuracy.md.
 
-    python benchmarks/feature_ceiling.py [--dataset 10] [--np 2]
+    python benchmarks/feature_ceiling.py [--dataset 10] [--np 2] [--raw-extraction]
 
 For a synthetic dataset with its truth file (``glmil_raw/DatasetXXX_NAME_truth.json``), the same
 lesion-level noisy-OR that the radiomics peer uses (:class:`NoisyOrLesionModel`, penalty by inner
@@ -18,6 +18,13 @@ Leptomeningeal and distant failure get the same treatment with a logistic regres
 file's CSF contact, ventricle contact and posterior-fossa flags (or micro-lesion count) against
 the peer's measured equivalents. It prints the expected AUC at the external centre (every pair
 weighted by the true probabilities, no label noise) and the ceiling.
+
+The measured features are the ones preprocessing stored (``glmil_plan_and_preprocess`` first; the
+network's starting point reads the same), matched to the truth's lesions through the dataset's
+lesion table (each truth lesion's centroid), or with ``--raw-extraction`` measured again from the
+raw images. Where the dataset has a lesion table, two more local-failure rows fit the lesion
+model on the lesions' own outcomes (a lesion-level logistic regression, combined by the noisy-OR
+at the case level): what lesion labels add to the same features.
 """
 
 from __future__ import annotations
@@ -77,6 +84,71 @@ def measured_lesions(raw_folder: Path, num_processes: int) -> pd.DataFrame:
     return frame
 
 
+def stored_lesions(raw_folder: Path) -> pd.DataFrame:
+    """The lesion features preprocessing stored, with each lesion's truth label found through the
+    dataset's lesion table (the truth's lesion centroid in world mm, nearest stored centroid)."""
+    from scipy.spatial import cKDTree
+
+    from glmil_auto.experiment_planning.plans_io import DEFAULT_PLANS_NAME, load_plans
+    from glmil_auto.paths import preprocessed_folder
+    from glmil_auto.preprocessing.lesion_features.settings import lesion_feature_names
+    from glmil_auto.preprocessing.lesion_features.stored_features import read_stored_lesion_features
+    from glmil_auto.synthetic.outcomes import srs_dose_gy
+
+    pre = preprocessed_folder() / raw_folder.name
+    plans = load_plans(pre / f"{DEFAULT_PLANS_NAME}.json")
+    names = lesion_feature_names(plans["preprocessing"].get("lesion_features"))
+    frames = []
+    for split in ("Tr", "Ts"):
+        table = raw_folder / f"lesions{split}.csv"
+        if not table.is_file():
+            raise SystemExit(f"{table} not found: the stored features are matched to the truth through it "
+                             "(or use --raw-extraction)")
+        points = pd.read_csv(table, dtype={"case_id": str})
+        cases = sorted(points["case_id"].unique())
+        folder = pre / DEFAULT_PLANS_NAME / split
+        cases = [c for c in cases if (folder / f"{c}.json").is_file()]
+        stored = read_stored_lesion_features(folder, cases, names)
+        for case, rows in points.groupby("case_id"):
+            mine = stored[stored["case_id"] == case]
+            if not len(mine):
+                continue
+            tree = cKDTree(mine[["centroid_x_mm", "centroid_y_mm", "centroid_z_mm"]].to_numpy(float))
+            distance, index = tree.query(rows[["x_mm", "y_mm", "z_mm"]].to_numpy(float))
+            matched = mine.iloc[index].copy()
+            matched["lesion_label"] = rows["lesion_label"].to_numpy(int)
+            matched["lesion_outcome"] = rows["local_failure"].to_numpy(float) if "local_failure" in rows else np.nan
+            frames.append(matched[distance <= 1.0])
+    frame = pd.concat(frames, ignore_index=True)
+    diameter = frame["equivalent_diameter_mm"].clip(lower=0.5)
+    dose = diameter.map(srs_dose_gy)
+    frame["measured_log_diameter"] = np.log(diameter / 8.0)
+    frame["measured_dose_18"] = (dose == 18.0).astype(float)
+    frame["measured_dose_15"] = (dose == 15.0).astype(float)
+    return frame
+
+
+def lesion_label_auc(lesions: pd.DataFrame, cases: pd.DataFrame, features: list[str]) -> float:
+    """A logistic regression on the lesions' own outcomes (training lesions with a known outcome),
+    its lesion probabilities combined by the noisy-OR over each test case's lesions."""
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from glmil_auto.evaluation.expected_auc import expected_auc
+
+    train_cases = set(cases.index[cases["split"] == "Tr"])
+    test = cases[cases["split"] == "Ts"]
+    train = lesions[lesions["case_id"].isin(train_cases) & lesions["lesion_outcome"].notna()]
+    model = make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=8, cv=5, max_iter=2000))
+    model.fit(train[features].to_numpy(float), train["lesion_outcome"].to_numpy(int))
+    test_lesions = lesions[lesions["case_id"].isin(set(test.index))]
+    p = model.predict_proba(test_lesions[features].to_numpy(float))[:, 1]
+    survive = pd.Series(np.log1p(-np.clip(p, 0, 1 - 1e-12)), index=test_lesions["case_id"].to_numpy())
+    per_case = survive.groupby(level=0).sum().reindex(test.index).fillna(0.0)
+    return expected_auc(1.0 - np.exp(per_case.to_numpy()), test["p_local_failure"].to_numpy())
+
+
 def noisy_or_auc(lesions: pd.DataFrame, cases: pd.DataFrame, features: list[str], seed: int) -> float:
     from glmil_auto.evaluation.expected_auc import expected_auc
     from glmil_auto.evaluation.radiomics_peer import NoisyOrLesionModel
@@ -108,6 +180,8 @@ def main() -> None:
     parser.add_argument("--dataset", default="10")
     parser.add_argument("--np", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--raw-extraction", action="store_true",
+                        help="measure the lesion features from the raw images instead of reading the stored ones")
     args = parser.parse_args()
 
     from glmil_auto.evaluation.expected_auc import expected_auc
@@ -119,7 +193,7 @@ def main() -> None:
     if not truth_file.is_file():
         raise SystemExit(f"{truth_file} not found: this study needs a synthetic dataset's truth file")
     cases, true_lesions = truth_frames(json.loads(truth_file.read_text()))
-    measured = measured_lesions(raw, args.np)
+    measured = measured_lesions(raw, args.np) if args.raw_extraction else stored_lesions(raw)
     lesions = true_lesions.merge(measured, on=["case_id", "lesion_label"], how="inner")
     if len(lesions) != len(true_lesions):
         raise SystemExit(f"{len(true_lesions) - len(lesions)} truth lesions have no measured lesion (labels differ)")
@@ -143,6 +217,18 @@ def main() -> None:
                      noisy_or_auc(lesions, cases, true_size + ["true_necrosis", column], args.seed)))
     rows.append(("local_failure", "noisy-OR, every variable measured (relative_cv)",
                  noisy_or_auc(lesions, cases, measured_size + measured_necrosis + ["relative_cv"], args.seed)))
+    ibsi = [c for c in lesions.columns if c.startswith("t1c_")]
+    if ibsi:
+        rows.append(("local_failure", "noisy-OR, measured size + necrosis + relative_cv + the T1c IBSI families",
+                     noisy_or_auc(lesions, cases, measured_size + measured_necrosis + ["relative_cv"] + ibsi, args.seed)))
+    if "lesion_outcome" in lesions and lesions["lesion_outcome"].notna().any():
+        rows.append(("local_failure", "lesion labels: lesion logistic, every variable true, noisy-OR per case",
+                     lesion_label_auc(lesions, cases, true_size + ["true_necrosis", "true_heterogeneity"])))
+        rows.append(("local_failure", "lesion labels: lesion logistic, measured size + necrosis + relative_cv",
+                     lesion_label_auc(lesions, cases, measured_size + measured_necrosis + ["relative_cv"])))
+        if ibsi:
+            rows.append(("local_failure", "lesion labels: the same + the T1c IBSI families",
+                         lesion_label_auc(lesions, cases, measured_size + measured_necrosis + ["relative_cv"] + ibsi)))
 
     per_case = lesions.groupby("case_id").agg(min_csf_distance=("csf_distance_mm", "min"),
                                               any_csf_adjacent=("csf_adjacent", "max"),

@@ -77,8 +77,11 @@ def test_the_held_out_centre_is_predicted_with_every_column(trained, ensemble):
     assert failures == {} and len(cases) == 5
     written = pd.read_csv(out / "predictions.csv")
     assert list(written.columns) == ["case_id", *[c for b in BINARY for c in (b, f"{b}_uncalibrated")],
-                                     "os_risk", "os_risk_group", "os_surv_12", "os_surv_24"]
+                                     "os_risk", "os_risk_group", "os_surv_12", "os_surv_24",
+                                     *[f"{b}_starting_point" for b in BINARY], "os_starting_point_risk"]
     assert list(written["case_id"]) == cases
+    starting = written[[f"{b}_starting_point" for b in BINARY]]
+    assert ((starting > 0) & (starting < 1)).all().all() and np.isfinite(written["os_starting_point_risk"]).all()
     assert ((written[BINARY] > 0) & (written[BINARY] < 1)).all().all()
     assert np.isfinite(written["os_risk"]).all()
     assert set(written["os_risk_group"]) <= {"low", "intermediate", "high"}
@@ -374,7 +377,7 @@ def test_risk_groups_come_from_the_out_of_fold_predictions_of_the_checkpoint_use
 def test_explain_writes_shap_contributions_that_add_up_to_the_ensemble(trained, tmp_path, capsys):
     """--explain: every case's JSON has, per endpoint, every feature's SHAP value, largest first,
     adding up to the folds' mean logit (binary) or to the ensembled standardised risk (survival)."""
-    from glmil_auto.inference.shap_explanations import GLOBAL_FEATURE, LOCAL_FEATURE
+    from glmil_auto.inference.shap_explanations import GLOBAL_FEATURE, LESION_FEATURE, LOCAL_FEATURE
 
     out = tmp_path / "explained"
     frame, failures = predict(trained, out, use_tta=False, explain=True)
@@ -387,7 +390,7 @@ def test_explain_writes_shap_contributions_that_add_up_to_the_ensemble(trained, 
         for name, block in explanation.items():
             contributions = block["contributions"]
             assert {c["feature"] for c in contributions} == {*features, "lesion count", "total lesion volume (mL)",
-                                                              GLOBAL_FEATURE, LOCAL_FEATURE}
+                                                              GLOBAL_FEATURE, LOCAL_FEATURE, LESION_FEATURE}
             magnitudes = [abs(c["shap"]) for c in contributions]
             assert magnitudes == sorted(magnitudes, reverse=True)
             assert block["base_value"] + sum(c["shap"] for c in contributions) == pytest.approx(

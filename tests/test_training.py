@@ -137,7 +137,8 @@ def test_final_validation_explains_the_validation_cases_with_shap(env):
     background = ExplanationInputs.load(folder / "shap_background.npz")
     predictions = pd.read_csv(folder / "predictions.csv", dtype={"case_id": str}).set_index("case_id")
     assert sorted(explanations) == sorted(predictions.index) == sorted(background.case_ids)
-    lesion_evidence = {"lesion count", "total lesion volume (mL)", "image: global branch", "image: lesion branch"}
+    lesion_evidence = {"lesion count", "total lesion volume (mL)", "image: global branch", "image: lesion branch",
+                       "lesions: radiomics and lesion scores"}
     importance = {}
     for case, block in explanations.items():
         entry = block["local_failure"]

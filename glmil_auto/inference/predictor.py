@@ -11,8 +11,10 @@ same numbers whether it is predicted alone or among others.
 Outputs of :meth:`GLMILPredictor.predict_from_files` in ``OUT``:
 
 - ``predictions.csv``: ``case_id``, per binary endpoint the recalibrated probability
-  ``<endpoint>`` (:mod:`~glmil_auto.inference.recalibration`) and the ensemble's own
-  ``<endpoint>_uncalibrated``,
+  ``<endpoint>`` (:mod:`~glmil_auto.inference.recalibration`), the ensemble's own
+  ``<endpoint>_uncalibrated`` and its starting point's ``<endpoint>_starting_point`` (the folds'
+  fitted radiomics + clinical model alone, ``GLMILMoE.starting_point_outputs``; survival:
+  ``<endpoint>_starting_point_risk``, the folds' mean linear predictor),
   ``<endpoint>_risk``, ``<endpoint>_risk_group`` and ``<endpoint>_surv_<t>`` (survival
   probability at each horizon ``t``, :mod:`~glmil_auto.inference.survival_probabilities`) per
   survival endpoint;
@@ -426,13 +428,15 @@ class GLMILPredictor:
         tensors = {key: torch.as_tensor(value).to(self.device) for key, value in batch.items()}
         with torch.no_grad(), autocast(self.device):
             output = network(tensors)
+            start_logits, start_log_risks, _ = network.starting_point_outputs(tensors)
 
         def cpu(values: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
             return {k: v.float().cpu().numpy() for k, v in values.items()}
 
         return {"logits": cpu(output.logits), "log_risks": cpu(output.log_risks),
                 "attention": cpu(output.attention), "gate_weights": cpu(output.gate_weights),
-                "instance_logits": cpu(output.instance_logits)}
+                "instance_logits": cpu(output.instance_logits),
+                "start_logits": cpu(start_logits), "start_log_risks": cpu(start_log_risks)}
 
     def predict_case(self, case: PreprocessedCase, clinical_values: np.ndarray, clinical_categories: np.ndarray,
                      gradcam_endpoints: Sequence[str] = (), warnings: Sequence[str] = (),
@@ -456,6 +460,7 @@ class GLMILPredictor:
         lesion_probability: dict[str, np.ndarray] = {}
         gates: dict[str, np.ndarray] = {}
         ensemble = {name: 0.0 for name in self.binary + self.survival}
+        starting_point = {name: 0.0 for name in self.binary + self.survival}  # what the networks started from
         for fold, network in self.networks.items():
             fold_full = full if fold not in harmonised else {
                 **full, **{key: np.repeat(value, rows, axis=0) for key, value in harmonised[fold].items()}}
@@ -472,6 +477,10 @@ class GLMILPredictor:
                 fold_values[f"{name}_log_risk"] = float(r[:v].mean())
                 ensemble[name] += (r[:v].mean() - scale["mean"]) / scale["std"] / len(self.networks)
                 contribution[name] += (r[0] - r[v:]) / scale["std"] / len(self.networks)
+            for name, logits in out["start_logits"].items():  # mirror-invariant: the first variant's
+                starting_point[name] += float(1.0 / (1.0 + np.exp(-float(logits[0])))) / len(self.networks)
+            for name, risks in out["start_log_risks"].items():
+                starting_point[name] += float(risks[0]) / len(self.networks)
             for name, weights in out["attention"].items():
                 attention[name] += weights[:v, :n].mean(axis=0) / len(self.networks)
             for name, logits in out["instance_logits"].items():  # each lesion's own noisy-OR probability
@@ -490,6 +499,10 @@ class GLMILPredictor:
             survival = survival_probabilities(self.survival_models[name], [ensemble[name]], self.horizons)[0]
             for horizon, value in zip(self.horizons, survival):
                 row[f"{name}_surv_{horizon_label(horizon)}"] = float(value)
+        for name in self.binary:  # the fold-averaged starting point, for the evaluation's comparison
+            row[f"{name}_starting_point"] = float(starting_point[name])
+        for name in self.survival:
+            row[f"{name}_starting_point_risk"] = float(starting_point[name])
         prediction = CasePrediction(case.case_id, row, per_fold,
                                     self._lesion_table(case, attention, contribution, lesion_probability),
                                     {k: [float(x) for x in w] for k, w in gates.items()}, list(warnings),
@@ -735,6 +748,8 @@ class GLMILPredictor:
         for name in self.survival:
             columns += [f"{name}_risk", f"{name}_risk_group"]
             columns += [f"{name}_surv_{horizon_label(h)}" for h in self.horizons]
+        columns += [f"{name}_starting_point" for name in self.binary]
+        columns += [f"{name}_starting_point_risk" for name in self.survival]
         return columns
 
     def _collect(self, out: Path, cases: list[str]) -> pd.DataFrame:

@@ -68,7 +68,8 @@ NOT_HARMONISED = ("relative_z", "relative_y")
 def harmonised_feature_names(names: Sequence[str]) -> list[str]:
     """The intensity and texture features among the lesion feature ``names``, in their order
     (see the module docstring)."""
-    return [n for n in names if n not in NOT_HARMONISED and (n in HARMONISED_NAMES or n.startswith(HARMONISED_PREFIXES))]
+    return [n for n in names
+            if n not in NOT_HARMONISED and (n in HARMONISED_NAMES or n.startswith(HARMONISED_PREFIXES))]
 
 
 def centre_label(value: Any) -> str | None:
@@ -168,7 +169,10 @@ class FeatureHarmoniser:
         if len(with_lesions) < 2:
             return cls.identity(f"only {len(with_lesions)} training centre(s) have lesions: nothing to harmonise "
                                 "between", names, case_feature_names)
-        model = fit_combat(y, batches, empirical_bayes=True) if method == "combat" else fit_centre_standardisation(y, batches)
+        if method == "combat":
+            model: CombatModel | CentreStandardisation = fit_combat(y, batches, empirical_bayes=True)
+        else:
+            model = fit_centre_standardisation(y, batches)
         return cls(method, names, case_feature_names, harmonised, model, training_centres=list(model.batches),
                    n_lesions=n_lesions, n_cases=n_cases)
 

@@ -48,13 +48,14 @@ from glmil_auto.training.feature_harmonisation import CentreTransform, FeatureHa
 from glmil_auto.training.losses import GLMILLoss
 from glmil_auto.training.progress_plot import plot_progress
 from glmil_auto.training.splits import fold_cases, load_or_create_splits
-from glmil_auto.training.validation_metrics import bootstrap_mean_standard_error, endpoint_metrics
+from glmil_auto.training.validation_metrics import endpoint_metrics, paired_bootstrap_standard_error
 from glmil_auto.training.validation_files import validation_file_names
 from glmil_auto.utilities.atomic_files import atomic_path, write_json_atomic
 from glmil_auto.utilities.content_hash import json_sha256
 from glmil_auto.utilities.mixed_precision import autocast, mixed_precision_dtype, needs_grad_scaler
 
 logger = logging.getLogger(__name__)
+STARTING_POINT_SUFFIX = "_starting_point"  # validation columns of the starting point's predictions
 
 
 class GLMILTrainer:
@@ -69,8 +70,8 @@ class GLMILTrainer:
     lr_schedule = "cosine"  # or "poly" (nnU-Net's (1 - epoch / epochs) ** 0.9)
     save_every = 5  # epochs between checkpoint_latest.pt writes
     selection_ema = 0.7  # weight of the previous value in the EMA of the selection metric
-    # an epoch replaces the starting point only when its validation EMA beats it by this many bootstrap
-    # standard errors of the starting point's validation mean (validation_metrics.bootstrap_mean_standard_error)
+    # an epoch replaces the starting point only when its validation EMA beats the starting point's validation
+    # mean by this many paired bootstrap standard errors of their difference (_selection_margin)
     selection_margin_se = 1.0
     network_mode = "full"  # or an ablation: global_only, local_only, concat, clinical_only
     use_clinical_offset = True  # the starting point the network corrects (model/starting_point.py)
@@ -152,8 +153,10 @@ class GLMILTrainer:
         folder = self.preprocessed / self.plans_name / "Tr"
         properties = [load_properties(folder, case) for case in self.train_cases]
         self.harmoniser = self.fit_harmoniser(properties)
-        properties = [self.harmoniser.transform(p, self.case_centres.get(c), c)
-                      for p, c in zip(properties, self.train_cases)]
+        centres = self.case_centres
+        # the starting point sees the harmonised features; this also fills the harmoniser's cache before the
+        # augmentation workers are forked
+        properties = [self.harmoniser.transform(p, centres.get(c), c) for p, c in zip(properties, self.train_cases)]
         if self.use_clinical_offset:
             targets = case_targets(self.table.loc[self.train_cases], self.endpoints, self.spec)
             section = self.plans["preprocessing"].get("lesion_features")
@@ -332,7 +335,8 @@ class GLMILTrainer:
             finally:
                 _shutdown(augmenter)
             self.scheduler.step()
-            metrics, _ = self.validate()
+            metrics, predictions = self.validate()
+            self.selection_margin = self._selection_margin(predictions)
             self._end_epoch(epoch, records, metrics, time.perf_counter() - started)
         best = self.output_folder / "checkpoint_best.pt"
         if self.select_best_checkpoint and best.is_file():
@@ -357,14 +361,25 @@ class GLMILTrainer:
             return
         self.ema = self.best_ema = mean
         self.starting_point_validation = metrics
-        standard_error = bootstrap_mean_standard_error(*self._scores_and_targets(predictions), self.endpoints,
-                                                       seed=self.seed) if len(predictions) else math.nan
-        self.selection_margin = 0.0 if math.isnan(standard_error) else self.selection_margin_se * standard_error
-        logger.info("starting point (the radiomics + clinical model alone): validation mean %.4f; an epoch must "
-                    "beat it by %.4f (%.1f bootstrap standard errors)", mean, self.selection_margin,
-                    self.selection_margin_se)
+        logger.info("starting point (the radiomics + clinical model alone): validation mean %.4f; an epoch must beat "
+                    "it by %.1f paired bootstrap standard errors of the difference", mean, self.selection_margin_se)
         if self.is_main:
             self.save_checkpoint(self.output_folder / "checkpoint_best.pt")
+
+    def _selection_margin(self, predictions: pd.DataFrame) -> float:
+        """What this epoch's validation mean must exceed the starting point's by to replace it:
+        ``selection_margin_se`` paired bootstrap standard errors of the difference between this
+        epoch's metrics and the starting point's on the same validation cases (both are in
+        ``predictions``; ``validation_metrics.paired_bootstrap_standard_error``). An epoch that
+        merely matches the starting point on the validation fold falls below it elsewhere."""
+        if not len(predictions) or self.selection_margin_se <= 0:
+            return 0.0
+        scores, targets = self._scores_and_targets(predictions)
+        reference, _ = self._scores_and_targets(predictions, starting_point=True)
+        if not reference:
+            return 0.0
+        error = paired_bootstrap_standard_error(scores, reference, targets, self.endpoints, seed=self.seed)
+        return 0.0 if math.isnan(error) else self.selection_margin_se * error
 
     def _end_epoch(self, epoch: int, records: list[dict[str, float]], metrics: dict[str, float], seconds: float) -> None:
         mean = metrics.get("mean", math.nan)
@@ -372,7 +387,8 @@ class GLMILTrainer:
             self.ema = mean if self.ema is None else self.selection_ema * self.ema + (1 - self.selection_ema) * mean
         train = {key: float(np.mean([r[key] for r in records])) for key in records[0]}
         entry = {"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"], "seconds": seconds,
-                 "train": train, "validation": metrics, "selection_ema": self.ema}
+                 "train": train, "validation": metrics, "selection_ema": self.ema,
+                 "selection_margin": self.selection_margin}
         if self.memory_record is not None and not any("memory" in e for e in self.log):
             entry["memory"] = self.memory_record
         self.log.append(entry)
@@ -381,9 +397,12 @@ class GLMILTrainer:
             return
         logger.info("epoch %d: train loss %.4f, validation mean %.4f (EMA %s), %.1f s", epoch, train["loss"], mean,
                     "n/a" if self.ema is None else f"{self.ema:.4f}", seconds)
-        # leaving the starting point needs a margin that noise does not reach; after that, any gain
-        required = (self.best_ema + self.selection_margin if self.best_epoch is None and self.best_ema is not None
-                    else self.best_ema)
+        # leaving the starting point needs a margin that noise does not reach; after that, any gain that
+        # also keeps that margin over the starting point
+        start = (self.starting_point_validation or {}).get("mean")
+        required = self.best_ema
+        if start is not None and not math.isnan(start):
+            required = max(required if required is not None else -math.inf, start + self.selection_margin)
         if self.ema is not None and (required is None or self.ema > required):
             self.best_ema, self.best_epoch = self.ema, epoch
             self.save_checkpoint(self.output_folder / "checkpoint_best.pt")
@@ -413,6 +432,13 @@ class GLMILTrainer:
                         explained.append(explanation_inputs(self.network, inputs, batch["case_ids"]))
                 columns = {n: torch.sigmoid(v).float().cpu().numpy() for n, v in output.logits.items()}
                 columns.update({f"{n}_log_risk": v.float().cpu().numpy() for n, v in output.log_risks.items()})
+                # the starting point on the same cases: what model selection compares with, and the
+                # evaluation's "starting point (radiomics)" row
+                start_logits, start_log_risks, _ = self.network.starting_point_outputs(inputs)
+                columns.update({f"{n}{STARTING_POINT_SUFFIX}": torch.sigmoid(v).float().cpu().numpy()
+                                for n, v in start_logits.items()})
+                columns.update({f"{n}{STARTING_POINT_SUFFIX}_log_risk": v.float().cpu().numpy()
+                                for n, v in start_log_risks.items()})
                 for i, case in enumerate(batch["case_ids"]):
                     rows.append({"case_id": case, **{k: float(v[i]) for k, v in columns.items()}})
         frame = pd.DataFrame(rows)
@@ -436,11 +462,16 @@ class GLMILTrainer:
         scores, targets = self._scores_and_targets(predictions)
         return endpoint_metrics(scores, targets, self.endpoints), predictions
 
-    def _scores_and_targets(self, predictions: pd.DataFrame) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    def _scores_and_targets(self, predictions: pd.DataFrame, starting_point: bool = False
+                            ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Scores per endpoint (the model's, or with ``starting_point`` its starting point's; {} when
+        the frame lacks those columns) and the cases' targets."""
         targets = case_targets(self.table.loc[predictions["case_id"]], self.endpoints, self.spec)
-        scores = {e["name"]: predictions[e["name"] if e["type"] == "binary" else f"{e['name']}_log_risk"].to_numpy()
-                  for e in self.endpoints}
-        return scores, targets
+        suffix = STARTING_POINT_SUFFIX if starting_point else ""
+        columns = {e["name"]: e["name"] + suffix + ("" if e["type"] == "binary" else "_log_risk") for e in self.endpoints}
+        if not all(c in predictions for c in columns.values()):
+            return {}, targets
+        return {name: predictions[column].to_numpy() for name, column in columns.items()}, targets
 
     def perform_final_validation(self, checkpoint: str | None = None) -> dict[str, float]:
         """Out-of-fold predictions and metrics of the final (or best) weights, in ``validation/``."""

@@ -49,28 +49,6 @@ def endpoint_metrics(predictions: dict[str, np.ndarray], targets: dict[str, np.n
     return out
 
 
-def bootstrap_mean_standard_error(predictions: dict[str, np.ndarray], targets: dict[str, np.ndarray],
-                                  endpoints: list[dict[str, str]], n_resamples: int = 200, seed: int = 0) -> float:
-    """Standard error of :func:`endpoint_metrics`' ``mean`` over seeded case bootstrap resamples
-    (resamples where the mean is undefined are skipped; NaN with fewer than 10 defined ones).
-
-    Model selection leaves the starting point only for an epoch whose validation EMA beats it by
-    this much: a difference that resampling the validation cases alone produces is noise, and an
-    epoch selected on noise scores below the starting point elsewhere."""
-    n = len(next(iter(predictions.values()))) if predictions else 0
-    if n < 2:
-        return math.nan
-    rng = np.random.default_rng(seed)
-    means = []
-    for _ in range(int(n_resamples)):
-        rows = rng.integers(0, n, n)
-        value = endpoint_metrics({k: np.asarray(v)[rows] for k, v in predictions.items()},
-                                 {k: np.asarray(v)[rows] for k, v in targets.items()}, endpoints)["mean"]
-        if not math.isnan(value):
-            means.append(value)
-    return float(np.std(means, ddof=1)) if len(means) >= 10 else math.nan
-
-
 def paired_bootstrap_standard_error(predictions: dict[str, np.ndarray], reference: dict[str, np.ndarray],
                                     targets: dict[str, np.ndarray], endpoints: list[dict[str, str]],
                                     n_resamples: int = 100, seed: int = 0) -> float:

@@ -72,6 +72,18 @@ class GLMILTrainer_clinicalOffset(GLMILTrainer):
     use_radiomics_offset = False
 
 
+class GLMILTrainer_noHarmonisation(GLMILTrainer):
+    """The lesion features as preprocessing stored them, without ComBat across the training centres."""
+
+    harmonisation = None
+
+
+class GLMILTrainer_centreStandardisation(GLMILTrainer):
+    """Per-centre standardisation of the intensity/texture features instead of ComBat."""
+
+    harmonisation = "centre"
+
+
 class GLMILTrainer_noLesionLabels(GLMILTrainer):
     """Ignores the raw dataset's lesion table: any_lesion endpoints learn from the case labels only."""
 
@@ -88,7 +100,7 @@ ABLATION_ATTRIBUTES = {
     "globalOnly": {"network_mode": "global_only"}, "localOnly": {"network_mode": "local_only"},
     "concat": {"network_mode": "concat"}, "clinicalOnly": {"network_mode": "clinical_only"},
     "radiomicsOffset": {"num_epochs": 0}, "clinicalOffset": {"use_radiomics_offset": False},
-    "noLesionLabels": {"use_lesion_labels": False},
+    "noLesionLabels": {"use_lesion_labels": False}, "noHarmonisation": {"harmonisation": None},
 }
 
 
