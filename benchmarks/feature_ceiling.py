@@ -67,21 +67,28 @@ def truth_frames(truth: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     return pd.DataFrame(cases).set_index("case_id"), pd.DataFrame(lesions)
 
 
-def measured_lesions(raw_folder: Path, num_processes: int) -> pd.DataFrame:
-    """The radiomics peer's lesion features of both splits, plus the measured size as the truth's
-    size variables (log diameter over 8 mm and the RTOG dose steps from the equivalent diameter)."""
-    from glmil_auto.evaluation.radiomics_peer import extract_dataset_features
+def with_measured_size(frame: pd.DataFrame) -> pd.DataFrame:
+    """The measured size as the truth's size variables: log diameter over 8 mm and the RTOG dose
+    steps from the equivalent diameter."""
     from glmil_auto.synthetic.outcomes import srs_dose_gy
 
-    frame = pd.concat([extract_dataset_features(raw_folder, split, num_processes=num_processes, progress=False)
-                       for split in ("Tr", "Ts")], ignore_index=True)
-    frame["lesion_label"] = frame["lesion_label"].astype(int)
     diameter = frame["equivalent_diameter_mm"].clip(lower=0.5)
     dose = diameter.map(srs_dose_gy)
     frame["measured_log_diameter"] = np.log(diameter / 8.0)
     frame["measured_dose_18"] = (dose == 18.0).astype(float)
     frame["measured_dose_15"] = (dose == 15.0).astype(float)
     return frame
+
+
+def measured_lesions(raw_folder: Path, num_processes: int) -> pd.DataFrame:
+    """The radiomics peer's lesion features of both splits, plus the measured size as the truth's
+    size variables (log diameter over 8 mm and the RTOG dose steps from the equivalent diameter)."""
+    from glmil_auto.evaluation.radiomics_peer import extract_dataset_features
+
+    frame = pd.concat([extract_dataset_features(raw_folder, split, num_processes=num_processes, progress=False)
+                       for split in ("Tr", "Ts")], ignore_index=True)
+    frame["lesion_label"] = frame["lesion_label"].astype(int)
+    return with_measured_size(frame)
 
 
 def stored_lesions(raw_folder: Path) -> pd.DataFrame:
@@ -93,7 +100,6 @@ def stored_lesions(raw_folder: Path) -> pd.DataFrame:
     from glmil_auto.paths import preprocessed_folder
     from glmil_auto.preprocessing.lesion_features.settings import lesion_feature_names
     from glmil_auto.preprocessing.lesion_features.stored_features import read_stored_lesion_features
-    from glmil_auto.synthetic.outcomes import srs_dose_gy
 
     pre = preprocessed_folder() / raw_folder.name
     plans = load_plans(pre / f"{DEFAULT_PLANS_NAME}.json")
@@ -120,12 +126,7 @@ def stored_lesions(raw_folder: Path) -> pd.DataFrame:
             matched["lesion_outcome"] = rows["local_failure"].to_numpy(float) if "local_failure" in rows else np.nan
             frames.append(matched[distance <= 1.0])
     frame = pd.concat(frames, ignore_index=True)
-    diameter = frame["equivalent_diameter_mm"].clip(lower=0.5)
-    dose = diameter.map(srs_dose_gy)
-    frame["measured_log_diameter"] = np.log(diameter / 8.0)
-    frame["measured_dose_18"] = (dose == 18.0).astype(float)
-    frame["measured_dose_15"] = (dose == 15.0).astype(float)
-    return frame
+    return with_measured_size(frame)
 
 
 def lesion_label_auc(lesions: pd.DataFrame, cases: pd.DataFrame, features: list[str]) -> float:

@@ -133,6 +133,18 @@ def test_untrained_network_is_the_fitted_radiomics_model(mode):
     assert max(weights, key=weights.get) == "necrotic_fraction"
 
 
+def fitted_network(n: int, seed: int):
+    """(plans, a network in eval mode with its starting point fitted on a cohort of n cases, the cohort)."""
+    plan = plans()
+    case_ids, values, categories, properties, targets = cohort(n, seed=seed)
+    torch.manual_seed(0)
+    network = build_network(plan)
+    network.clinical_encoder.fit(values, categories)
+    fit_starting_point(network, values, categories, properties, case_ids, targets, ENDPOINTS, LESION_NAMES,
+                       plan["preprocessing"]["lesion_features"]["case_features"], seed=0)
+    return plan, network.eval(), (case_ids, values, categories, properties, targets)
+
+
 def test_noisy_or_logit_agrees_with_a_brute_force_product():
     rng = np.random.default_rng(0)
     logits = torch.tensor(rng.normal(-1, 3, (5, 2, 4)))
@@ -154,14 +166,7 @@ def test_noisy_or_logit_agrees_with_a_brute_force_product():
 
 
 def test_lesion_logits_follow_their_instances_and_ignore_padding():
-    plan = plans()
-    case_ids, values, categories, properties, targets = cohort(60, seed=2)
-    torch.manual_seed(0)
-    network = build_network(plan)
-    network.clinical_encoder.fit(values, categories)
-    fit_starting_point(network, values, categories, properties, case_ids, targets, ENDPOINTS, LESION_NAMES,
-                       plan["preprocessing"]["lesion_features"]["case_features"], seed=0)
-    network.eval()
+    plan, network, (case_ids, values, categories, properties, _) = fitted_network(60, seed=2)
     batch = network_batch(plan, case_ids, values, categories, properties)
     rich = int(torch.argmax(batch["instance_mask"].sum(1)))
     single = {k: v[rich:rich + 1].clone() for k, v in batch.items()}
@@ -184,14 +189,7 @@ def test_lesion_logits_follow_their_instances_and_ignore_padding():
 
 
 def test_starting_point_outputs_are_the_untrained_network_and_stay_after_training():
-    plan = plans()
-    case_ids, values, categories, properties, targets = cohort(60, seed=3)
-    torch.manual_seed(0)
-    network = build_network(plan)
-    network.clinical_encoder.fit(values, categories)
-    fit_starting_point(network, values, categories, properties, case_ids, targets, ENDPOINTS, LESION_NAMES,
-                       plan["preprocessing"]["lesion_features"]["case_features"], seed=0)
-    network.eval()
+    plan, network, (case_ids, values, categories, properties, _) = fitted_network(60, seed=3)
     batch = network_batch(plan, case_ids, values, categories, properties)
     with torch.no_grad():
         out = network(batch)

@@ -48,15 +48,16 @@ def _parse_binary(cell: str) -> float | None:
     return None
 
 
-def read_csv_as_text(path: str | Path) -> pd.DataFrame:
-    """Every cell as a stripped string ("" when empty); raises DatasetError naming the file."""
+def read_csv_as_text(path: str | Path, what: str = "clinical table") -> pd.DataFrame:
+    """Every cell as a stripped string ("" when empty); raises DatasetError naming the file and
+    ``what`` it is (the clinical table, the lesion table)."""
     path = Path(path)
     if not path.is_file():
-        raise DatasetError(error("clinical table is missing", file=str(path)))
+        raise DatasetError(error(f"{what} is missing", file=str(path)))
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DatasetError(error(f"clinical table cannot be parsed as CSV ({exc})", file=str(path))) from exc
+        raise DatasetError(error(f"{what} cannot be parsed as CSV ({exc})", file=str(path))) from exc
     table.columns = [str(c).strip() for c in table.columns]
     return table.apply(lambda column: column.str.strip())
 

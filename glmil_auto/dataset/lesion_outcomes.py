@@ -45,15 +45,9 @@ _ANY_LESION_HINT = 'with "aggregation": "any_lesion" the case fails when any of 
 
 def read_lesion_text(path: str | Path) -> pd.DataFrame:
     """Every cell of a lesion table as a stripped string ("" when empty); DatasetError naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(error("lesion table is missing", file=str(path)))
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DatasetError(error(f"lesion table cannot be parsed as CSV ({exc})", file=str(path))) from exc
-    table.columns = [str(c).strip() for c in table.columns]
-    return table.apply(lambda column: column.str.strip())
+    from glmil_auto.dataset.clinical_table import read_csv_as_text
+
+    return read_csv_as_text(path, "lesion table")
 
 
 def _endpoint_columns(columns: Sequence[str], spec: DatasetSpec, file: str) -> tuple[list[str], list[str], list[Problem]]:
