@@ -14,7 +14,9 @@ Outputs of :meth:`GLMILPredictor.predict_from_files` in ``OUT``:
   ``<endpoint>`` (:mod:`~glmil_auto.inference.recalibration`), the ensemble's own
   ``<endpoint>_uncalibrated`` and its starting point's ``<endpoint>_starting_point`` (the folds'
   fitted radiomics + clinical model alone, ``GLMILMoE.starting_point_outputs``; survival:
-  ``<endpoint>_starting_point_risk``, the folds' mean linear predictor),
+  ``<endpoint>_starting_point_risk``, the folds' linear predictors standardised with the same
+  per-fold scales as the model's risk, so that a fold that kept its starting point contributes
+  the same number to both),
   ``<endpoint>_risk``, ``<endpoint>_risk_group`` and ``<endpoint>_surv_<t>`` (survival
   probability at each horizon ``t``, :mod:`~glmil_auto.inference.survival_probabilities`) per
   survival endpoint;
@@ -479,8 +481,9 @@ class GLMILPredictor:
                 contribution[name] += (r[0] - r[v:]) / scale["std"] / len(self.networks)
             for name, logits in out["start_logits"].items():  # mirror-invariant: the first variant's
                 starting_point[name] += float(1.0 / (1.0 + np.exp(-float(logits[0])))) / len(self.networks)
-            for name, risks in out["start_log_risks"].items():
-                starting_point[name] += float(risks[0]) / len(self.networks)
+            for name, risks in out["start_log_risks"].items():  # standardised like the model's risks
+                scale = self.risk_scales[name]["folds"][fold]
+                starting_point[name] += (float(risks[0]) - scale["mean"]) / scale["std"] / len(self.networks)
             for name, weights in out["attention"].items():
                 attention[name] += weights[:v, :n].mean(axis=0) / len(self.networks)
             for name, logits in out["instance_logits"].items():  # each lesion's own noisy-OR probability
