@@ -9,7 +9,6 @@ lesions fails, like local failure); the default ``"case"`` is an outcome of the 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
