@@ -26,6 +26,7 @@ from glmil_auto.imaging.case_regions import case_regions
 from glmil_auto.imaging.head_mask import bounding_box
 from glmil_auto.imaging.orientation import to_canonical
 from glmil_auto.imaging.skull_stripping import SCALP_AND_SKULL_MM
+from glmil_auto.preprocessing.lesion_features.stored_features import json_float
 from glmil_auto.preprocessing.normalisation import normalise_channels
 from glmil_auto.preprocessing.resampling import grid_centred_on, resample_to_grid
 from glmil_auto.preprocessing.storage import check_finite
@@ -46,11 +47,6 @@ def input_warnings(images: np.ndarray, lesion_mask: np.ndarray) -> list[str]:
         warnings.append("the lesion mask holds no lesion: the prediction rests on the global volume and the clinical "
                         "inputs only")
     return warnings
-
-
-def _json_float(value: Any) -> float | None:
-    value = float(value)
-    return value if np.isfinite(value) else None
 
 
 class CasePreprocessor:
@@ -104,7 +100,7 @@ class CasePreprocessor:
             if features is not None:
                 entry["features"] = features["lesions"][lesion.label]
             if outcomes is not None:
-                entry["outcomes"] = {k: _json_float(v) for k, v in outcomes[lesion.label].items()}
+                entry["outcomes"] = {k: json_float(v) for k, v in outcomes[lesion.label].items()}
             index = tuple(int(round(c)) for c in lesion.centroid_index_zyx)
             entry["depth_below_head_surface_mm"] = float(depth[index])
             entry["kept"] = lesion.label in kept
@@ -158,9 +154,9 @@ class CasePreprocessor:
         names = lesion_feature_names(section)
         frame = canonical_lesion_features(normalised, stats, labelled, canonical, regions, section["t1c_channel"],
                                           section["flair_channel"], case_id, section.get("ibsi"))
-        per_lesion = {int(row[LABEL_COLUMN]): {n: _json_float(row[n]) for n in names} for _, row in frame.iterrows()}
+        per_lesion = {int(row[LABEL_COLUMN]): {n: json_float(row[n]) for n in names} for _, row in frame.iterrows()}
         aggregates = patient_features(frame, [case_id], names).iloc[0]
-        case = {n: _json_float(aggregates[n]) for n in section["case_features"]}
+        case = {n: json_float(aggregates[n]) for n in section["case_features"]}
         return {"lesions": per_lesion, "case": case}
 
     # -------------------------------------------------------------- global volume

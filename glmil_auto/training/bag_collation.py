@@ -70,15 +70,9 @@ def instance_features(properties: dict[str, Any], names: Sequence[str], case: st
     """``(N, len(names))`` float32: the stored radiomic features of the kept lesions in instance
     order (``properties["lesions"][i]["features"]``, written by preprocessing); NaN where a feature
     is undefined (the network imputes it). A case preprocessed without them names the case."""
-    kept = _kept_by_index(properties, case)
-    out = np.full((len(kept), len(names)), np.nan, dtype=np.float32)
-    for i, lesion in enumerate(kept):
-        stored = lesion.get("features")
-        if stored is None or any(n not in stored for n in names):
-            raise DatasetError(error(f"lesion {lesion.get('label')} has no stored radiomic features for these plans: "
-                                     "re-run glmil_preprocess", case))
-        out[i] = [np.nan if stored[n] is None else float(stored[n]) for n in names]
-    return out
+    from glmil_auto.preprocessing.lesion_features.stored_features import lesion_feature_matrix
+
+    return lesion_feature_matrix(_kept_by_index(properties, case), names, case).astype(np.float32)
 
 
 def case_feature_vector(properties: dict[str, Any], names: Sequence[str], case: str) -> np.ndarray:

@@ -37,7 +37,6 @@ aggregates), a cached one about 10 us.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -50,6 +49,7 @@ from glmil_auto.preprocessing.lesion_features.harmonisation import (
     fit_combat,
     harmonisation_from_dict,
 )
+from glmil_auto.preprocessing.lesion_features.stored_features import json_float, lesion_feature_matrix
 
 logger = logging.getLogger(__name__)
 
@@ -74,20 +74,13 @@ def harmonised_feature_names(names: Sequence[str]) -> list[str]:
 
 def centre_label(value: Any) -> str | None:
     """A centre value as the harmoniser compares it (a string), None for a missing one."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
     try:
-        if value != value:  # pandas NA-like
+        if value is None or value != value:  # None, NaN and pandas' missing values
             return None
-    except (TypeError, ValueError):
-        pass
+    except (TypeError, ValueError):  # pandas.NA has no truth value
+        return None
     label = str(value)
     return label if label.strip() else None
-
-
-def _json_float(value: float) -> float | None:
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 class FeatureHarmoniser:
@@ -268,14 +261,14 @@ class FeatureHarmoniser:
         features = []
         for lesion, row in zip(lesions, harmonised):
             updated = dict(lesion["features"])
-            updated.update({n: _json_float(v) for n, v in zip(self.feature_names, row)})
+            updated.update({n: json_float(v) for n, v in zip(self.feature_names, row)})
             features.append(updated)
         if not self.case_feature_names:
             return features, None
         new = {**properties, "lesions": [{**lesion, "features": f} for lesion, f in zip(lesions, features)]}
         frame = stored_lesion_frame([new], [case], self.lesion_feature_names)
         aggregates = patient_features(frame, [case], self.lesion_feature_names).iloc[0]
-        return features, {n: _json_float(aggregates[n]) for n in self.case_feature_names}
+        return features, {n: json_float(aggregates[n]) for n in self.case_feature_names}
 
     # ------------------------------------------------------------------ storage
     def to_dict(self) -> dict[str, Any]:
@@ -315,17 +308,7 @@ class FeatureHarmoniser:
 
 def _feature_matrix(properties: Mapping[str, Any], names: Sequence[str], case: str) -> np.ndarray:
     """(lesions, names) float64 of every lesion of a case (NaN where undefined)."""
-    from glmil_auto.dataset.problems import DatasetError, error
-
-    lesions = properties.get("lesions", [])
-    out = np.full((len(lesions), len(names)), np.nan)
-    for i, lesion in enumerate(lesions):
-        stored = lesion.get("features")
-        if stored is None or any(n not in stored for n in names):
-            raise DatasetError(error(f"lesion {lesion.get('label')} has no stored radiomic features for these plans: "
-                                     "re-run glmil_preprocess", str(case)))
-        out[i] = [np.nan if stored[n] is None else float(stored[n]) for n in names]
-    return out
+    return lesion_feature_matrix(properties.get("lesions", []), names, case)
 
 
 class CentreTransform:

@@ -100,6 +100,15 @@ class StartingPointInputs:
     def case_design(self, columns: Sequence[int]) -> np.ndarray:
         return np.hstack([self.design, self.case_features[:, list(columns)]])
 
+    def full_weight(self, weight: np.ndarray, columns: Sequence[int]) -> np.ndarray:
+        """Weights on :meth:`case_design` ``(columns)`` placed on the whole case design
+        ``[z, every case feature]`` (0 for the aggregates the chosen set leaves out)."""
+        z = self.design.shape[1]
+        full = np.zeros(z + self.case_features.shape[1])
+        full[:z] = weight[:z]
+        full[z + np.asarray(columns, dtype=int)] = weight[z:]
+        return full
+
 
 def _fit_binary(inputs: StartingPointInputs, y: np.ndarray, seed: int, radiomics: bool
                 ) -> tuple[np.ndarray, float, dict[str, Any]]:
@@ -119,10 +128,7 @@ def _fit_binary(inputs: StartingPointInputs, y: np.ndarray, seed: int, radiomics
     fit = fits[best]
     weight, bias = _fold_linear(fit.model_.coef_[0], float(fit.model_.intercept_[0]), fit.standardiser_.mean,
                                 fit.standardiser_.scale)
-    full = np.zeros(inputs.design.shape[1] + inputs.case_features.shape[1])
-    full[: inputs.design.shape[1]] = weight[: inputs.design.shape[1]]
-    full[inputs.design.shape[1] + np.asarray(columns[best], dtype=int)] = weight[inputs.design.shape[1]:]
-    return full, bias, {"model": "logistic", "feature_set": best, "C": fit.C_, "fitted": (fit, columns[best]),
+    return inputs.full_weight(weight, columns[best]), bias, {"model": "logistic", "feature_set": best, "C": fit.C_, "fitted": (fit, columns[best]),
                         "cv_log_loss": {k: (None if not math.isfinite(v) else v) for k, v in score.items()}}
 
 
@@ -143,10 +149,7 @@ def _fit_survival(inputs: StartingPointInputs, time: np.ndarray, event: np.ndarr
     best = max(sets, key=lambda name: (score[name], -sets.index(name)))
     fit = fits[best]
     weight, bias = _fold_linear(fit.model_.coef_, 0.0, fit.standardiser_.mean, fit.standardiser_.scale)
-    full = np.zeros(width)
-    full[: inputs.design.shape[1]] = weight[: inputs.design.shape[1]]
-    full[inputs.design.shape[1] + np.asarray(columns[best], dtype=int)] = weight[inputs.design.shape[1]:]
-    return full, bias, {"model": "cox", "feature_set": best, "alpha": fit.alpha_, "fitted": (fit, columns[best]),
+    return inputs.full_weight(weight, columns[best]), bias, {"model": "cox", "feature_set": best, "alpha": fit.alpha_, "fitted": (fit, columns[best]),
                         "cv_harrell_c": {k: (None if not math.isfinite(v) else v) for k, v in score.items()}}
 
 
