@@ -66,6 +66,7 @@ setup(
             "glmil_preprocess=glmil_auto.preprocessing.entry_points:preprocess_entry",
             "glmil_plan_and_preprocess=glmil_auto.preprocessing.entry_points:plan_and_preprocess_entry",
             "glmil_train=glmil_auto.training.entry_points:train_entry",
+            "glmil_pretrain=glmil_auto.pretraining.entry_points:pretrain_entry",
             "glmil_predict=glmil_auto.inference.entry_points:predict_entry",
             "glmil_predict_from_modelfolder=glmil_auto.inference.entry_points:predict_from_modelfolder_entry",
             "glmil_evaluate_predictions=glmil_auto.evaluation.entry_points:evaluate_predictions_entry",

@@ -5,6 +5,7 @@ the clinical + volumetric baseline, a hand-crafted radiomics peer and the ablati
                                   [--ablations radiomicsOffset noLesionLabels clinicalOffset globalOnly localOnly
                                                concat clinicalOnly] [--ablation-folds ...]
                                   [--n-train 200 --n-test 150 --centres 3 --size small --seed 0] [--no-lesion-table]
+                                  [--pretrained FILE ...] [--pretrained-per-fold PATTERN_WITH_{fold}]
                                   [--doc documentation/accuracy_measured.md]
 
 Without an existing ``--dataset`` it generates the synthetic cohort (two training centres and an
@@ -109,7 +110,35 @@ def trainer_names(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
     out = [(args.trainer, list(args.folds))]
     for ablation in args.ablations:
         out.append((f"{args.trainer}_{ablation}", list(args.ablation_folds or args.folds)))
+    out += [(name, list(args.folds)) for name in pretrained_trainers(args)]
     return out
+
+
+def pretrained_trainers(args: argparse.Namespace) -> dict[str, dict[str, str]]:
+    """The fine-tuned models: results folder name (``<T>_pretrained-<run>``) -> fold -> checkpoint.
+    ``--pretrained FILE`` is one checkpoint for every fold; ``--pretrained-per-fold PATTERN`` (with
+    ``{fold}``) one per fold, each pretrained on that fold's training cases only (the strict setting)."""
+    from glmil_auto.training.run_training import pretrained_suffix
+
+    out: dict[str, dict[str, str]] = {}
+    for path in args.pretrained:
+        out[f"{args.trainer}_{pretrained_suffix(path)}"] = {fold: path for fold in args.folds}
+    for pattern in args.pretrained_per_fold:
+        files = {fold: pattern.format(fold=fold) for fold in args.folds}
+        names = {f"{args.trainer}_{pretrained_suffix(f)}" for f in files.values()}
+        if len(names) != 1:
+            raise SystemExit(f"--pretrained-per-fold {pattern}: the checkpoints name different runs {sorted(names)}")
+        out[names.pop()] = files
+    return out
+
+
+def train_command(args: argparse.Namespace, trainer: str, fold: str) -> list[str]:
+    """``glmil_train`` for one fold of a trainer row (a fine-tuned row: the base trainer + its checkpoint)."""
+    pretrained = pretrained_trainers(args).get(trainer)
+    base = [_bin("glmil_train"), str(args.dataset), str(fold), "-device", args.device]
+    if pretrained is None:
+        return [*base, "-tr", trainer]
+    return [*base, "-tr", args.trainer, "-pretrained_weights", pretrained[fold]]
 
 
 def train_and_predict(args: argparse.Namespace, raw: Path, timer: StageTimer, work: Path) -> dict[str, Path]:
@@ -121,8 +150,7 @@ def train_and_predict(args: argparse.Namespace, raw: Path, timer: StageTimer, wo
         folder = model_folder_for(args.dataset, trainer)
         for fold in folds:
             if args.retrain or not (folder / f"fold_{fold}" / "checkpoint_final.pt").is_file():
-                timer.run(f"train {trainer} fold {fold}", [_bin("glmil_train"), str(args.dataset), str(fold), "-tr",
-                                                            trainer, "-device", args.device])
+                timer.run(f"train {trainer} fold {fold}", train_command(args, trainer, fold))
         if (raw / "imagesTs").is_dir():
             out = work / "predictions" / trainer
             shutil.rmtree(out, ignore_errors=True)
@@ -329,6 +357,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--centres", type=int, default=3, help="including the external one")
     parser.add_argument("--size", default="small", help="synthetic size preset or spacing factor")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pretrained", nargs="*", default=[], metavar="FILE",
+                        help="also fine-tune every fold from these glmil_pretrain checkpoints (rows "
+                             "<T>_pretrained-<run>; transductive: the checkpoint may have seen validation and "
+                             "external images, never an outcome)")
+    parser.add_argument("--pretrained-per-fold", nargs="*", default=[], metavar="PATTERN",
+                        help="checkpoints with {fold} in the path, each pretrained on that fold's training cases "
+                             "only (glmil_pretrain --fold K): the strict setting")
     parser.add_argument("--no-lesion-table", action="store_true",
                         help="generate the cohort without its lesion table (lesionsTr.csv / lesionsTs.csv)")
     parser.add_argument("--np", type=int, default=2, help="processes for generation and preprocessing")

@@ -81,6 +81,13 @@ class DatasetSpec:
     def survival_endpoints(self) -> list[str]:
         return [n for n, e in self.endpoints.items() if e.type == "survival"]
 
+    @property
+    def needs_clinical_table(self) -> bool:
+        """Whether dataset.json names any clinical-table column (features, endpoints, group or
+        patient column). One that names none (images and masks only, such as a public collection
+        used for pretraining) may come without a clinical table."""
+        return bool(self.clinical_features or self.endpoints or self.group_column or self.patient_column)
+
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)

@@ -96,9 +96,14 @@ class RawDataset:
         """The typed clinical table of a split, checked against the cases that have images.
 
         Held-out tables (``"Ts"``) may lack endpoint columns (prediction without evaluation).
+        A dataset whose dataset.json names no clinical column (``spec.needs_clinical_table`` is
+        False) may have no table: that gives one row per case and no columns.
         """
+        path = layout.clinical_file(self.folder, split)
+        if not path.is_file() and not self.spec.needs_clinical_table:
+            return pd.DataFrame(index=pd.Index(self.cases(split), name=self.spec.case_column))
         return read_clinical_table(
-            layout.clinical_file(self.folder, split),
+            path,
             self.spec,
             expected_cases=self.cases(split),
             require_endpoints=split == layout.TRAINING,

@@ -210,6 +210,8 @@ def _check_clinical(
     """Problems of the split's clinical table, and the typed table (None when it cannot be read)."""
     path = layout.clinical_file(folder, split)
     if not path.is_file():
+        if not spec.needs_clinical_table:  # images and masks only: nothing to read from a table
+            return None, []
         if split == layout.TRAINING:
             return None, [error("clinical table is missing", file=str(path))]
         return None, [warning("held-out clinical table is missing: these cases can be predicted from images "

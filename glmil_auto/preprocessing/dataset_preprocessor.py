@@ -68,14 +68,21 @@ def _run_task(task: _Task, plans: dict[str, Any]) -> str:
 
 
 class DatasetPreprocessor:
-    """Preprocesses the training (``Tr``) and held-out (``Ts``) cases of a raw dataset."""
+    """Preprocesses the training (``Tr``) and held-out (``Ts``) cases of a raw dataset.
 
-    def __init__(self, raw_folder: str | Path, plans_name: str = DEFAULT_PLANS_NAME, num_processes: int = 2):
+    ``lesion_outcomes=False`` does not read the raw dataset's lesion tables, so no lesion outcome
+    is stored: for a dataset preprocessed with another dataset's plans (extra data for pretraining,
+    :mod:`glmil_auto.pretraining.extra_datasets`), whose outcomes are not used.
+    """
+
+    def __init__(self, raw_folder: str | Path, plans_name: str = DEFAULT_PLANS_NAME, num_processes: int = 2,
+                 lesion_outcomes: bool = True):
         self.raw = RawDataset(raw_folder)
         self.plans_name = plans_name
         self.output_root = preprocessed_folder() / self.raw.name
         self.plans = load_plans(self.output_root / f"{plans_name}.json")
         self.num_processes = max(1, int(num_processes))
+        self.lesion_outcomes = lesion_outcomes
 
     def _copy_tables(self) -> None:
         """dataset.json and the clinical tables travel with the preprocessed data (training and
@@ -97,7 +104,7 @@ class DatasetPreprocessor:
                 continue
             output = preprocessed_case_folder(self.raw.name, self.plans_name, split)
             rows = clinical_rows(self.raw, split)
-            lesion_table = load_lesion_table(self.raw.folder, split, self.raw.spec)
+            lesion_table = load_lesion_table(self.raw.folder, split, self.raw.spec) if self.lesion_outcomes else None
             for case in self.raw.cases(split):
                 inputs = case_input_record(self.raw, case, split, rows)
                 lesion_rows = None

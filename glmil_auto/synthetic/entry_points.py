@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-lesion-table", "--no_lesion_table", dest="no_lesion_table", action="store_true",
                    help="do not write lesionsTr.csv / lesionsTs.csv (the lesion-level local failure), "
                         "for example to compare training with and without it")
+    p.add_argument("--unlabelled", action="store_true",
+                   help="write the cohort without outcomes (no endpoints in dataset.json, no outcome columns, "
+                        "no lesion tables; same images and truth file), as extra data for self-supervised pretraining")
     return p
 
 
@@ -66,6 +69,7 @@ def generate_synthetic_entry(argv: list[str] | None = None) -> None:
             overwrite=args.overwrite,
             progress=not args.no_progress,
             lesion_table=not args.no_lesion_table,
+            unlabelled=args.unlabelled,
         )
     except (FileExistsError, ValueError) as exc:
         print(f"glmil_generate_synthetic: error: {exc}", file=sys.stderr)

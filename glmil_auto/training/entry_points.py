@@ -1,4 +1,5 @@
-"""``glmil_train DATASET FOLD [-tr TRAINER] [-p PLANS] [--c] [--val] [--val_best] [-device cpu|cuda] [--num-gpus N]``.
+"""``glmil_train DATASET FOLD [-tr TRAINER] [-p PLANS] [--c] [--val] [--val_best] [-device cpu|cuda] [--num-gpus N]
+[-pretrained_weights FILE]``.
 
 Exit status 0 when the fold was trained (or validated); 1 when the data has problems (the message
 names the case and the file); 2 when the dataset is not found.
@@ -32,6 +33,9 @@ def train_entry(argv: list[str] | None = None) -> int:
                         help="folds: 'random' (5 stratified folds, by patient when dataset.json has a patient_column; "
                              "the default) or 'centre' (one fold per centre of group_column left out; results go to "
                              "<Trainer>_centreHeldOut__<plans>)")
+    parser.add_argument("-pretrained_weights", "--pretrained_weights", default=None, metavar="FILE",
+                        help="start the encoders from a glmil_pretrain checkpoint (checkpoint_final.pt); the folds "
+                             "go to <Trainer>_pretrained-<run>__<plans>")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 
@@ -68,6 +72,8 @@ def _overrides(args: argparse.Namespace) -> dict | None:
         overrides["deterministic"] = True
     if args.split is not None:
         overrides["split_scheme"] = args.split
+    if args.pretrained_weights is not None:
+        overrides["pretrained_weights"] = args.pretrained_weights
     return overrides or None
 
 

@@ -44,6 +44,8 @@ def run_training(dataset: str | int, fold: int | str, trainer_name: str = "GLMIL
         scheme = overrides.get("split_scheme", trainer_class.split_scheme)
         if scheme != trainer_class.split_scheme:  # another scheme's folds must not share the fold folders
             name = f"{name}_{SPLIT_SCHEME_SUFFIX[scheme]}"
+        if overrides.get("pretrained_weights"):  # a fine-tuned model is another model than the one from scratch
+            name = f"{name}_{pretrained_suffix(overrides['pretrained_weights'])}"
         trainer_class = type(name, (trainer_class,), dict(overrides))
     trainer = trainer_class(dataset, fold, plans_name, _device_for(device, rank), rank, world_size)
     if only_validate:
@@ -57,6 +59,21 @@ def run_training(dataset: str | int, fold: int | str, trainer_name: str = "GLMIL
     if validate_best:  # every rank: the validation is sharded and gathered (rank 0 alone would wait forever)
         trainer.perform_final_validation("checkpoint_best.pt")
     return trainer
+
+
+def pretrained_suffix(path: str) -> str:
+    """``pretrained-<run>`` of a glmil_pretrain checkpoint (its run name), so that the fine-tuned
+    folds go to ``<Trainer>_pretrained-<run>__<plans>`` beside the model trained from scratch; the
+    per-fold checkpoints of the strict setting (``_fold<K>``) share ``pretrained-<run>_foldwise``."""
+    from glmil_auto.dataset.safe_names import unsafe_reason
+    from glmil_auto.pretraining.pretrained_weights import read_pretrained
+
+    content = read_pretrained(path)
+    run = str(content.get("run") or "unnamed")
+    fold = content.get("fold")
+    if fold is not None:  # glmil_pretrain --fold K: the five folds' checkpoints make one model folder
+        run = run.replace(f"_fold{fold}", "_foldwise")
+    return f"pretrained-{run}" if unsafe_reason(run) is None else "pretrained"
 
 
 def leave_together(trainer: GLMILTrainer) -> None:

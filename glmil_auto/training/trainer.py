@@ -96,6 +96,12 @@ class GLMILTrainer:
     use_instance_budget = True
     # log the planner's memory estimate against the measured peak of the second training step
     measure_memory = True
+    # fine-tuning (glmil_train -pretrained_weights FILE): the encoders start from a glmil_pretrain checkpoint,
+    # learn nothing for the first encoder_freeze_epochs epochs (the heads and experts adapt to them first),
+    # then train at encoder_lr_factor times the schedule's learning rate (documentation/pretraining.md)
+    pretrained_weights: str | None = None
+    encoder_freeze_epochs = 2
+    encoder_lr_factor = 1.0
 
     def __init__(self, dataset: str | int, fold: int | str, plans_name: str = DEFAULT_PLANS_NAME,
                  device: str | torch.device = "cpu", rank: int = 0, world_size: int = 1):
@@ -147,6 +153,17 @@ class GLMILTrainer:
             torch.backends.cudnn.benchmark = False
         torch.manual_seed(self.seed)
         self.network = build_network(self.plans, mode=self.network_mode).to(self.device)
+        self.pretrained_record: dict[str, Any] | None = None
+        if self.pretrained_weights:
+            from glmil_auto.pretraining.pretrained_weights import load_pretrained_encoders
+
+            self.pretrained_record = load_pretrained_encoders(self.network, self.pretrained_weights, self.plans)
+            strict_fold = self.pretrained_record.get("fold")
+            if strict_fold is not None and str(strict_fold) != self.fold:
+                raise ValueError(f"{self.pretrained_weights} was pretrained on fold {strict_fold}'s training cases only; "
+                                 f"fold {self.fold} needs its own (glmil_pretrain --fold {self.fold})")
+            logger.info("encoders loaded from %s (%s, run %s)", self.pretrained_weights,
+                        self.pretrained_record["method"], self.pretrained_record["run"])
         values, categories = self._clinical(self.train_cases)
         self.network.clinical_encoder.fit(values, categories)
         self.offset_record: dict[str, Any] | None = None
@@ -179,8 +196,9 @@ class GLMILTrainer:
                               losses["load_balancing_weight"], memory_capacity=min(cox_memory, len(self.train_cases)),
                               lesion_loss_weight=self.lesion_loss_weight if self.use_lesion_labels else 0.0
                               ).to(self.device)
-        self.optimizer = torch.optim.AdamW(self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.optimizer = torch.optim.AdamW(self._parameter_groups(), lr=self.initial_lr, weight_decay=self.weight_decay)
+        factors = [self._lr_factor] if self.pretrained_record is None else [self._lr_factor, self._encoder_lr_factor]
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factors)
         self.grad_scaler = torch.amp.GradScaler("cuda", enabled=needs_grad_scaler(self.device))
         self.was_initialized = True
 
@@ -213,6 +231,25 @@ class GLMILTrainer:
             self.output_folder.mkdir(parents=True, exist_ok=True)
             write_json_atomic(self.output_folder / "harmonisation.json", self._harmonisation_record)
         return harmoniser
+
+    def _parameter_groups(self) -> list[dict[str, Any]]:
+        """One group; with pretrained encoders two: everything else, then the encoders (their own
+        learning-rate factor, :meth:`_encoder_lr_factor`)."""
+        if self.pretrained_record is None:
+            return [{"params": list(self.network.parameters())}]
+        from glmil_auto.pretraining.pretrained_weights import ENCODER_MODULES
+
+        named = list(self.network.named_parameters())
+        encoders = [p for n, p in named if n.split(".", 1)[0] in ENCODER_MODULES]
+        return [{"params": [p for n, p in named if n.split(".", 1)[0] not in ENCODER_MODULES]}, {"params": encoders}]
+
+    def _encoder_lr_factor(self, epoch: int) -> float:
+        """The pretrained encoders' factor: 0 (frozen: AdamW's decoupled weight decay scales with the
+        learning rate, so nothing moves) for the first ``encoder_freeze_epochs``, then
+        ``encoder_lr_factor`` times the schedule."""
+        if epoch < self.encoder_freeze_epochs:
+            return 0.0
+        return self.encoder_lr_factor * self._lr_factor(epoch)
 
     def _lr_factor(self, epoch: int) -> float:
         """Linear warm-up, then cosine (or poly) decay to 0 at the last epoch."""
@@ -518,6 +555,7 @@ class GLMILTrainer:
                 "selection_margin": self.selection_margin,
                 # the fold's harmonisation.json that these weights were trained with (the predictor checks it)
                 "harmonisation_sha256": json_sha256(self._harmonisation_record),
+                "pretrained_weights": self.pretrained_record,
             },
             "plans": json.dumps(self.plans),
         })
@@ -559,6 +597,8 @@ class GLMILTrainer:
         write_json_atomic(model_folder / "plans.json", self.plans)
         # the folds this model folder was trained on (glmil_evaluate --cv fits its clinical model per fold)
         write_json_atomic(model_folder / "splits.json", {"scheme": self.split_scheme, "splits": self.splits})
+        if self.pretrained_record is not None:  # where the encoders started from
+            write_json_atomic(model_folder / "pretrained_weights.json", self.pretrained_record)
         for name in ("dataset.json", "dataset_fingerprint.json"):
             source = self.preprocessed / name
             if source.is_file():
@@ -575,6 +615,9 @@ class GLMILTrainer:
                 "use_clinical_offset": self.use_clinical_offset, "clinical_offset": self.offset_record,
                 "harmonisation": self.harmoniser.describe(),
                 "select_best_checkpoint": self.select_best_checkpoint,
+                "pretrained_weights": self.pretrained_record,
+                "encoder_freeze_epochs": self.encoder_freeze_epochs if self.pretrained_record else None,
+                "encoder_lr_factor": self.encoder_lr_factor if self.pretrained_record else None,
                 "parameters": sum(p.numel() for p in self.network.parameters())}
 
 

@@ -116,3 +116,15 @@ def _ablations_of(base: type[GLMILTrainer]) -> None:
 
 _ablations_of(GLMILTrainer_demo)
 _ablations_of(GLMILTrainer_2epochs)
+
+
+class GLMILTrainer_noEncoderFreeze(GLMILTrainer):
+    """Fine-tuning (``-pretrained_weights``) with the pretrained encoders training from the first epoch."""
+
+    encoder_freeze_epochs = 0
+
+
+class GLMILTrainer_slowEncoders(GLMILTrainer):
+    """Fine-tuning with the pretrained encoders at a tenth of the schedule's learning rate after the freeze."""
+
+    encoder_lr_factor = 0.1
