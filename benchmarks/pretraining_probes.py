@@ -130,16 +130,18 @@ def load_cohort(dataset: str, plans_name: str) -> dict[str, Any]:
             "lesion_targets": pd.concat(targets, ignore_index=True), "micro": pd.Series(micro)}
 
 
-def embed(network: Any, cohort: dict[str, Any], device: str) -> dict[str, Any]:
+def embed(network: Any, cohort: dict[str, Any], device: str, representation: str = "embedding") -> dict[str, Any]:
     """Lesion and global embeddings of every case of both splits, with the probe targets aligned."""
     from glmil_auto.pretraining.embeddings import global_embeddings, lesion_embeddings
 
     frames, lesion_x, cases, global_x = [], [], [], []
     for split in cohort["splits"].values():
-        frame, x = lesion_embeddings(network, split["folder"], split["cases"], device=device)
+        frame, x = lesion_embeddings(network, split["folder"], split["cases"], device=device,
+                                     representation=representation)
         frames.append(frame)
         lesion_x.append(x)
-        ids, g = global_embeddings(network, split["folder"], split["cases"], device=device)
+        ids, g = global_embeddings(network, split["folder"], split["cases"], device=device,
+                                   representation=representation)
         cases += ids
         global_x.append(g)
     frame = pd.concat(frames, ignore_index=True)
@@ -213,6 +215,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--n-splits", type=int, default=5, help="outer folds of the probes")
     parser.add_argument("--bootstrap", type=int, default=1000, help="case-level bootstrap draws")
     parser.add_argument("--device", default="cpu", help="device of the encoders (cpu, cuda)")
+    parser.add_argument("--representation", choices=("embedding", "image_features"), default="embedding",
+                        help="what the probes read: the encoders' embeddings (default), or their image features "
+                             "before the descriptors / lesion burden join (what contrastive pretraining trains)")
     parser.add_argument("--doc", default=None, help="also write the tables as Markdown to this file")
     parser.add_argument("--json", default=None, help="also write every number as JSON to this file")
     return parser.parse_args(argv)
@@ -235,7 +240,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name, checkpoint in [(RANDOM, None), *checkpoints.items()]:
         t0 = time.perf_counter()
         network, record = probe_network(cohort["plans"], args.seed, checkpoint)
-        embedded = embed(network, cohort, args.device)
+        embedded = embed(network, cohort, args.device, args.representation)
         t1 = time.perf_counter()
         predictions[name] = {}
         for probe, _, kind, _ in PROBES:
@@ -267,7 +272,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     header = (f"Dataset {cohort['name']} (plans {args.plans}): {random_run['n_cases']} cases (Tr + Ts), "
               f"{random_run['n_lesions_probed']} kept lesions matched to the truth ({counts['truth']} truth lesions: "
               f"{counts['not_kept']} not kept, {counts['unmatched']} unmatched); {args.n_splits}-fold probes grouped "
-              f"by case, {args.bootstrap} case-bootstrap draws, seed {args.seed}; {args.device}, "
+              f"by case, {args.bootstrap} case-bootstrap draws, seed {args.seed}; probes on the {args.representation}; "
+              f"{args.device}, "
               f"{os.cpu_count()} CPU(s); wall time {total:.0f} s")
     times = "; ".join(f"{n}: embedding {r['embed_seconds']:.1f} s, probes {r['probe_seconds']:.1f} s"
                       for n, r in results["networks"].items())

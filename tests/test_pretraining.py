@@ -260,3 +260,27 @@ def test_block_mask_hides_the_planned_share_and_keeps_the_lesion_mask():
     assert torch.equal(shown[:, -1], volumes[:, -1])
     assert (shown[:, :-1][hidden.expand(-1, 2, -1, -1, -1)] == 0).all()
     assert torch.equal(shown[:, :-1][~hidden.expand(-1, 2, -1, -1, -1)], volumes[:, :-1][~hidden.expand(-1, 2, -1, -1, -1)])
+
+
+def test_strict_setting_sees_only_the_folds_training_cases_and_fits_only_that_fold(env):
+    from glmil_auto.training.splits import load_or_create_splits
+
+    preprocessed = env["root"] / "preprocessed" / NAME
+    if not (preprocessed / "splits_final.json").is_file():
+        from glmil_auto.dataset.clinical_table import read_clinical_table
+        from glmil_auto.dataset.dataset_json import load_dataset_json
+
+        spec = load_dataset_json(preprocessed)
+        load_or_create_splits(preprocessed, read_clinical_table(preprocessed / "clinicalTr.csv", spec), spec)
+    splits = json.loads((preprocessed / "splits_final.json").read_text())
+    assert pretrain_entry(["-d", "1", "--fold", "0", "--epochs", "1", "--no_progress"]) == 0
+    path = env["root"] / "results" / NAME / "pretrained" / "contrastive_fold0__plans" / "checkpoint_final.pt"
+    content = read_pretrained(path)
+    assert content["fold"] == 0
+    assert content["seen"]["cases"] == {NAME: {"Tr": sorted(splits[0]["train"])}}  # no validation case, no imagesTs
+    from glmil_auto.training.run_training import pretrained_suffix
+
+    assert pretrained_suffix(path) == "pretrained-contrastive_foldwise"
+    other_fold = type("Strict", (TinyFineTuning,), {"pretrained_weights": str(path)})(1, 1)
+    with pytest.raises(ValueError, match="fold 0's training cases only"):
+        other_fold.initialize()

@@ -29,8 +29,10 @@ class MaskGuidedGlobalEncoder(nn.Module):
         )
         self.last_feature_maps: list[torch.Tensor] = []  # kept for Grad-CAM
 
-    def forward(self, volume: torch.Tensor) -> torch.Tensor:
-        """``volume`` (B, C+1, Z, Y, X) with the lesion mask as the last channel -> (B, embedding_dim)."""
+    def pooled_features(self, volume: torch.Tensor) -> torch.Tensor:
+        """(B, C+1, Z, Y, X) -> (B, 2 * sum(features_per_stage)): every stage's average and
+        mask-weighted average, before the lesion burden joins (self-supervised pretraining reads
+        this: the burden is the same in every view of a volume, a shortcut for matching them)."""
         mask = volume[:, -1:].float()
         maps = self.encoder(volume)
         self.last_feature_maps = maps
@@ -39,5 +41,10 @@ class MaskGuidedGlobalEncoder(nn.Module):
             stage_mask = F.adaptive_avg_pool3d(mask, features.shape[2:])
             pooled.append(features.float().mean(dim=(2, 3, 4)))
             pooled.append(masked_average(features.float(), stage_mask))
+        return torch.cat(pooled, dim=1)
+
+    def forward(self, volume: torch.Tensor) -> torch.Tensor:
+        """``volume`` (B, C+1, Z, Y, X) with the lesion mask as the last channel -> (B, embedding_dim)."""
+        mask = volume[:, -1:].float()
         burden = torch.log10(mask.clamp(min=0).flatten(1).mean(dim=1, keepdim=True) + 1e-6) / 3.0  # about -2..0
-        return self.projection(torch.cat(pooled + [burden], dim=1))
+        return self.projection(torch.cat([self.pooled_features(volume), burden], dim=1))

@@ -62,12 +62,18 @@ class InstanceEncoder(nn.Module):
         fused = self._encode(patches.flatten(0, 1).clone(), descriptors.flatten(0, 1))
         return fused.float().view(b, n, self.embedding_dim)
 
-    def _encode(self, selected: torch.Tensor, descriptors: torch.Tensor) -> torch.Tensor:
-        """(R, S, C+1, pz, py, px) real instances and their (R, D) descriptors -> (R, embedding_dim)."""
+    def patch_summary(self, selected: torch.Tensor) -> torch.Tensor:
+        """(R, S, C+1, pz, py, px) instances -> (R, 2 * width * S): what the CNN alone says of each
+        lesion (per scale its last stage's average and mask-weighted average), before the
+        descriptors join. Self-supervised pretraining reads this: the descriptors are the same in
+        every view of a lesion, so a loss on the fused embedding could match views by them alone."""
         s = selected.shape[1]
         flat = selected.flatten(0, 1)
         features = self.encoder(flat)[-1].float()
         mask = F.adaptive_avg_pool3d(flat[:, -1:].float(), features.shape[2:])
         summary = torch.cat([features.mean(dim=(2, 3, 4)), masked_average(features, mask)], dim=1)
-        per_instance = summary.view(selected.shape[0], s * summary.shape[1])
-        return self.fusion(torch.cat([per_instance, descriptors.float()], dim=1))
+        return summary.view(selected.shape[0], s * summary.shape[1])
+
+    def _encode(self, selected: torch.Tensor, descriptors: torch.Tensor) -> torch.Tensor:
+        """(R, S, C+1, pz, py, px) real instances and their (R, D) descriptors -> (R, embedding_dim)."""
+        return self.fusion(torch.cat([self.patch_summary(selected), descriptors.float()], dim=1))

@@ -69,15 +69,25 @@ def _kept_lesions(properties: dict[str, Any]) -> list[dict[str, Any]]:
     return sorted(kept, key=lambda lesion: int(lesion["instance_index"]))
 
 
+REPRESENTATIONS = ("embedding", "image_features")
+
+
+def _check_representation(representation: str) -> None:
+    if representation not in REPRESENTATIONS:
+        raise ValueError(f"representation must be one of {REPRESENTATIONS}, got {representation!r}")
+
+
 def lesion_embeddings(network: nn.Module, folder: Path, cases: list[str], device: str | torch.device = "cpu",
-                      batch_lesions: int = 64) -> tuple[pd.DataFrame, np.ndarray]:
+                      batch_lesions: int = 64, representation: str = "embedding") -> tuple[pd.DataFrame, np.ndarray]:
     """The instance embedding of every kept lesion of ``cases`` in the preprocessed ``folder``
     (``<plans>/<split>``): a frame with one row per lesion (``case_id``, ``label`` = preprocessing's
     component label, ``instance_index``; cases in the given order, lesions by instance index) and
     the (n_lesions, embedding_dim) float32 embeddings in the frame's row order.
 
     Up to ``batch_lesions`` lesions, of any cases, go through the encoder as one bag. The encoder
-    is moved to ``device``."""
+    is moved to ``device``. ``representation="image_features"``: the CNN's summary before the
+    descriptors join (``InstanceEncoder.patch_summary``, what contrastive pretraining trains)."""
+    _check_representation(representation)
     if batch_lesions < 1:
         raise ValueError(f"batch_lesions must be >= 1, got {batch_lesions}")
     folder = Path(folder)
@@ -91,7 +101,8 @@ def lesion_embeddings(network: nn.Module, folder: Path, cases: list[str], device
             x = torch.from_numpy(np.ascontiguousarray(patches, dtype=np.float32))[None].to(device)
             d = torch.from_numpy(np.ascontiguousarray(descriptors, dtype=np.float32))[None].to(device)
             mask = torch.ones((1, x.shape[1]), dtype=torch.bool, device=device)
-            chunks.append(encoder(x, d, mask)[0].float().cpu().numpy())
+            out = encoder.patch_summary(x[0]) if representation == "image_features" else encoder(x, d, mask)[0]
+            chunks.append(out.float().cpu().numpy())
 
         for case in cases:
             properties = load_properties(folder, case)
@@ -121,10 +132,12 @@ def lesion_embeddings(network: nn.Module, folder: Path, cases: list[str], device
 
 
 def global_embeddings(network: nn.Module, folder: Path, cases: list[str], device: str | torch.device = "cpu",
-                      batch: int = 8) -> tuple[list[str], np.ndarray]:
+                      batch: int = 8, representation: str = "embedding") -> tuple[list[str], np.ndarray]:
     """The global embedding of every case's stored volume (``<case>_global.b2nd``, (C+1, Z, Y, X)):
     the case ids in the given order and their (n_cases, embedding_dim) float32 embeddings, ``batch``
-    cases per forward pass. The encoder is moved to ``device``."""
+    cases per forward pass. The encoder is moved to ``device``. ``representation="image_features"``:
+    the pooled stage features before the lesion burden joins (``pooled_features``)."""
+    _check_representation(representation)
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
     folder = Path(folder)
@@ -132,7 +145,8 @@ def global_embeddings(network: nn.Module, folder: Path, cases: list[str], device
     with _frozen(_encoder(network, "global_encoder"), device) as encoder:
         for start in range(0, len(cases), batch):
             volumes = np.stack([load_array(folder, case, "global") for case in cases[start:start + batch]])
-            out = encoder(torch.from_numpy(volumes.astype(np.float32, copy=False)).to(device))
+            x = torch.from_numpy(volumes.astype(np.float32, copy=False)).to(device)
+            out = encoder.pooled_features(x) if representation == "image_features" else encoder(x)
             chunks.append(out.float().cpu().numpy())
     embeddings = np.concatenate(chunks) if chunks else np.zeros((0, 0), dtype=np.float32)
     return list(cases), embeddings

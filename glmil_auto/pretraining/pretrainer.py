@@ -14,7 +14,9 @@ weights load into fine-tuning key for key. Output::
 Methods (``plan_pretraining.METHODS``):
 
 - ``contrastive``: two views of each of G volumes and L lesions (``views.py``); each encoder's
-  embedding goes through a projection head into SimCLR's NT-Xent loss, negatives from the batch;
+  image features (before the lesion burden / descriptors, which are the same in both views and
+  would let the loss match views without the image) go through a projection head into SimCLR's
+  NT-Xent loss, negatives from the batch;
 - ``masked``: blocks of one view are hidden (``masking.py``); each encoder's stage maps go through
   a light decoder that must paint them in (loss on hidden voxels only).
 
@@ -25,6 +27,7 @@ epoch) holds the weights, heads, optimiser, scheduler and log, so ``--c`` contin
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import time
@@ -99,9 +102,9 @@ class GLMILPretrainer:
 
     def _make_heads(self) -> nn.ModuleDict:
         s = self.settings
-        dim = int(self.plans["training"]["trainer_defaults"]["embedding_dim"])
         if self.method == "contrastive":
-            return nn.ModuleDict({b: ProjectionHead(dim, s["projection_hidden_dim"], s["projection_dim"]) for b in BRANCHES})
+            return nn.ModuleDict({b: ProjectionHead(self._representation_width(b), s["projection_hidden_dim"],
+                                                    s["projection_dim"]) for b in BRANCHES})
         channels = int(self.plans["num_input_channels"]) - 1  # the image channels (the mask is not painted in)
         decoders = {}
         for branch, encoder in (("global", self.global_encoder), ("instances", self.instance_encoder)):
@@ -112,6 +115,34 @@ class GLMILPretrainer:
             decoders[branch] = ReconstructionDecoder(list(inner.features_per_stage), channels)
         return nn.ModuleDict(decoders)
 
+    def _representation_width(self, branch: str) -> int:
+        """Width of what the contrastive loss reads (:meth:`_representation`), from a meta-device pass."""
+        pre = self.plans["preprocessing"]
+        channels = int(self.plans["num_input_channels"])
+        if branch == "global":
+            probe = torch.zeros((1, channels, *pre["global"]["input_shape"]), device="meta")
+        else:
+            probe = torch.zeros((1, 1, len(pre["local"]["scales"]), channels, *pre["local"]["patch_size"]), device="meta")
+        encoder = self.global_encoder if branch == "global" else self.instance_encoder
+        meta = copy.deepcopy(encoder).to("meta")
+        return int(self._representation(branch, meta, probe, torch.zeros((1, 1, 5), device="meta"),
+                                        torch.ones((1, 1), dtype=torch.bool, device="meta")).shape[-1])
+
+    @staticmethod
+    def _representation(branch: str, encoder: nn.Module, inputs: torch.Tensor, descriptors: torch.Tensor | None = None,
+                        mask: torch.Tensor | None = None) -> torch.Tensor:
+        """What the contrastive loss compares: the encoders' image features before the inputs that are
+        identical in both views join them (the lesion burden of a volume, the descriptors of a
+        lesion: with them, views could be matched without looking at the image). An encoder class
+        without ``pooled_features`` / ``patch_summary`` is compared on its embedding."""
+        if branch == "global":
+            pooled = getattr(encoder, "pooled_features", None)
+            return pooled(inputs) if callable(pooled) else encoder(inputs)
+        summary = getattr(encoder, "patch_summary", None)
+        if callable(summary):
+            return summary(inputs[0] if inputs.is_meta else inputs[mask])
+        return encoder(inputs, descriptors, mask)[0 if inputs.is_meta else mask]
+
     # ------------------------------------------------------------------ steps
     def _generator(self, epoch: int, step: int) -> torch.Generator:
         return torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, epoch, step, 0x55]).generate_state(1)[0]))
@@ -120,12 +151,13 @@ class GLMILPretrainer:
         temperature = self.settings["temperature"]
         losses = {}
         if batch["global_a"].shape[0] >= 2:
-            z = [self.heads["global"](self.global_encoder(batch[f"global_{v}"])) for v in "ab"]
+            z = [self.heads["global"](self._representation("global", self.global_encoder, batch[f"global_{v}"]))
+                 for v in "ab"]
             losses["global"] = nt_xent_loss(z[0], z[1], temperature)
         mask = batch["instance_mask"]
         if int(mask.sum()) >= 2:
-            z = [self.heads["instances"](self.instance_encoder(batch[f"instances_{v}"], batch["instance_descriptors"],
-                                                                mask)[mask]) for v in "ab"]
+            z = [self.heads["instances"](self._representation("instances", self.instance_encoder, batch[f"instances_{v}"],
+                                                              batch["instance_descriptors"], mask)) for v in "ab"]
             losses["instances"] = nt_xent_loss(z[0], z[1], temperature)
         return losses
 
