@@ -51,7 +51,7 @@ from glmil_auto.pretraining.pretrained_weights import (
 from glmil_auto.pretraining.pretraining_data import PretrainingCase, PretrainingLoader, seen_record
 from glmil_auto.pretraining.pretraining_progress import plot_pretraining_progress
 from glmil_auto.pretraining.views import OneView, TwoViews, view_transforms
-from glmil_auto.training.augmentation import make_augmenter
+from glmil_auto.training.augmentation import make_augmenter, shutdown_augmenter
 from glmil_auto.training.checkpointing import load_checkpoint, save_checkpoint
 from glmil_auto.utilities.atomic_files import write_json_atomic
 from glmil_auto.utilities.mixed_precision import autocast, needs_grad_scaler
@@ -230,9 +230,7 @@ class GLMILPretrainer:
                     bar.set_postfix(loss=f"{records[-1]['loss']:.3f}")
             finally:
                 bar.close()
-                stop_workers = getattr(augmenter, "_finish", None)
-                if callable(stop_workers):
-                    stop_workers()
+                shutdown_augmenter(augmenter)
             self._end_epoch(epoch, records, time.perf_counter() - started)
         if self.current_epoch < self.settings["num_epochs"]:
             return self.output_folder / "checkpoint_latest.pt"

@@ -21,7 +21,6 @@ depend on how many random numbers the augmentation used.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,9 +153,3 @@ class PretrainingLoader(DataLoader):
         batch.update(instances=patches[None], instance_mask=mask, instance_descriptors=descriptors[None])
         return batch
 
-
-def describe_folders(cases: list[PretrainingCase]) -> str:
-    counts: dict[str, int] = {}
-    for c in cases:
-        counts[f"{c.dataset}/{c.split}"] = counts.get(f"{c.dataset}/{c.split}", 0) + 1
-    return json.dumps(counts)

@@ -529,3 +529,10 @@ def make_augmenter(loader: Any, transforms: Any, num_processes: int | None = Non
     return WatchedMultiThreadedAugmenter(loader, OneTorchThreadPerWorker(transforms), n, num_cached_per_queue=num_cached_per_queue,
                                          seeds=worker_seeds(seed, n), pin_memory=False, wait_time=wait_time,
                                          stall_timeout=stall_timeout)
+
+
+def shutdown_augmenter(augmenter: Any) -> None:
+    """Stop a multi-process augmenter's workers (nothing to do for the in-process one)."""
+    stop = getattr(augmenter, "_finish", None)
+    if callable(stop):
+        stop()

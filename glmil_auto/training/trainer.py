@@ -38,7 +38,9 @@ from glmil_auto.experiment_planning.plans_io import DEFAULT_PLANS_NAME, load_pla
 from glmil_auto.model import build_network
 from glmil_auto.model.clinical_encoder import encode_clinical_table
 from glmil_auto.paths import preprocessed_folder, resolve_dataset_name, results_folder
-from glmil_auto.training.augmentation import get_training_transforms, get_validation_transforms, make_augmenter
+from glmil_auto.training.augmentation import (
+    get_training_transforms, get_validation_transforms, make_augmenter, shutdown_augmenter,
+)
 from glmil_auto.preprocessing.storage import load_properties
 from glmil_auto.training.checkpointing import load_checkpoint, rng_states, save_checkpoint, set_rng_states
 from glmil_auto.preprocessing.lesion_features.settings import lesion_feature_names
@@ -370,7 +372,7 @@ class GLMILTrainer:
             try:
                 records = [self.train_step(next(augmenter)) for _ in range(self.iterations_per_epoch)]
             finally:
-                _shutdown(augmenter)
+                shutdown_augmenter(augmenter)
             self.scheduler.step()
             metrics, predictions = self.validate()
             self.selection_margin = self._selection_margin(predictions)
@@ -622,9 +624,3 @@ class GLMILTrainer:
 
 
 _INPUT_KEYS = set(INPUT_KEYS)
-
-
-def _shutdown(augmenter: Any) -> None:
-    stop = getattr(augmenter, "_finish", None)
-    if callable(stop):
-        stop()
