@@ -114,31 +114,39 @@ def trainer_names(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
     return out
 
 
-def pretrained_trainers(args: argparse.Namespace) -> dict[str, dict[str, str]]:
-    """The fine-tuned models: results folder name (``<T>_pretrained-<run>``) -> fold -> checkpoint.
-    ``--pretrained FILE`` is one checkpoint for every fold; ``--pretrained-per-fold PATTERN`` (with
+def _trainer_and_path(args: argparse.Namespace, entry: str) -> tuple[str, str]:
+    """``[TRAINER=]PATH`` -> (trainer, path); without ``TRAINER=`` the ``--trainer``."""
+    trainer, separator, path = entry.partition("=")
+    return (trainer, path) if separator and trainer.startswith("GLMILTrainer") else (args.trainer, entry)
+
+
+def pretrained_trainers(args: argparse.Namespace) -> dict[str, tuple[str, dict[str, str]]]:
+    """The fine-tuned models: results folder name (``<T>_pretrained-<run>``) -> (trainer T, fold -> checkpoint).
+    ``--pretrained [T=]FILE`` is one checkpoint for every fold; ``--pretrained-per-fold [T=]PATTERN`` (with
     ``{fold}``) one per fold, each pretrained on that fold's training cases only (the strict setting)."""
     from glmil_auto.training.run_training import pretrained_suffix
 
-    out: dict[str, dict[str, str]] = {}
-    for path in args.pretrained:
-        out[f"{args.trainer}_{pretrained_suffix(path)}"] = {fold: path for fold in args.folds}
-    for pattern in args.pretrained_per_fold:
+    out: dict[str, tuple[str, dict[str, str]]] = {}
+    for entry in args.pretrained:
+        trainer, path = _trainer_and_path(args, entry)
+        out[f"{trainer}_{pretrained_suffix(path)}"] = (trainer, {fold: path for fold in args.folds})
+    for entry in args.pretrained_per_fold:
+        trainer, pattern = _trainer_and_path(args, entry)
         files = {fold: pattern.format(fold=fold) for fold in args.folds}
-        names = {f"{args.trainer}_{pretrained_suffix(f)}" for f in files.values()}
-        if len(names) != 1:
-            raise SystemExit(f"--pretrained-per-fold {pattern}: the checkpoints name different runs {sorted(names)}")
-        out[names.pop()] = files
+        suffixes = {pretrained_suffix(f) for f in files.values()}
+        if len(suffixes) != 1:
+            raise SystemExit(f"--pretrained-per-fold {pattern}: the checkpoints name different runs {sorted(suffixes)}")
+        out[f"{trainer}_{suffixes.pop()}"] = (trainer, files)
     return out
 
 
 def train_command(args: argparse.Namespace, trainer: str, fold: str) -> list[str]:
-    """``glmil_train`` for one fold of a trainer row (a fine-tuned row: the base trainer + its checkpoint)."""
+    """``glmil_train`` for one fold of a trainer row (a fine-tuned row: its trainer + its checkpoint)."""
     pretrained = pretrained_trainers(args).get(trainer)
     base = [_bin("glmil_train"), str(args.dataset), str(fold), "-device", args.device]
     if pretrained is None:
         return [*base, "-tr", trainer]
-    return [*base, "-tr", args.trainer, "-pretrained_weights", pretrained[fold]]
+    return [*base, "-tr", pretrained[0], "-pretrained_weights", pretrained[1][fold]]
 
 
 def train_and_predict(args: argparse.Namespace, raw: Path, timer: StageTimer, work: Path) -> dict[str, Path]:
@@ -357,11 +365,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--centres", type=int, default=3, help="including the external one")
     parser.add_argument("--size", default="small", help="synthetic size preset or spacing factor")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--pretrained", nargs="*", default=[], metavar="FILE",
-                        help="also fine-tune every fold from these glmil_pretrain checkpoints (rows "
-                             "<T>_pretrained-<run>; transductive: the checkpoint may have seen validation and "
-                             "external images, never an outcome)")
-    parser.add_argument("--pretrained-per-fold", nargs="*", default=[], metavar="PATTERN",
+    parser.add_argument("--pretrained", nargs="*", default=[], metavar="[TRAINER=]FILE",
+                        help="also fine-tune every fold from these glmil_pretrain checkpoints, with --trainer or the "
+                             "TRAINER named (rows <TRAINER>_pretrained-<run>; transductive: the checkpoint may have "
+                             "seen validation and external images, never an outcome)")
+    parser.add_argument("--pretrained-per-fold", nargs="*", default=[], metavar="[TRAINER=]PATTERN",
                         help="checkpoints with {fold} in the path, each pretrained on that fold's training cases "
                              "only (glmil_pretrain --fold K): the strict setting")
     parser.add_argument("--no-lesion-table", action="store_true",

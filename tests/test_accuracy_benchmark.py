@@ -64,3 +64,34 @@ def test_reduced_accuracy_benchmark_runs_end_to_end(tmp_path, monkeypatch):
     text = doc.read_text()
     assert "### local_failure: external centre" in text and "| clinical baseline |" in text
     assert json.loads((tmp_path / "accuracy.json").read_text())["tables"].keys() == tables.keys()
+
+
+def test_pretrained_rows_name_their_trainer_and_checkpoint(tmp_path):
+    """``[TRAINER=]FILE`` fine-tunes a checkpoint with that trainer (default --trainer); per-fold
+    checkpoints make one row, and each fold trains from its own."""
+    import torch
+
+    from glmil_auto.pretraining.pretrained_weights import CHECKPOINT_FORMAT
+
+    module = load_script()
+    shared = tmp_path / "shared.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "run": "contrastive_extra-011"}, shared)
+    for fold in range(2):
+        (tmp_path / f"f{fold}").mkdir()
+        torch.save({"format": CHECKPOINT_FORMAT, "run": f"contrastive_fold{fold}", "fold": fold},
+                   tmp_path / f"f{fold}" / "checkpoint_final.pt")
+    pattern = str(tmp_path / "f{fold}" / "checkpoint_final.pt")
+    args = module.parse_args(["--folds", "0", "1", "--pretrained", str(shared), f"GLMILTrainer_fastEncoders={shared}",
+                              "--pretrained-per-fold", pattern, "--ablations"])
+    rows = module.pretrained_trainers(args)
+    assert sorted(rows) == ["GLMILTrainer_fastEncoders_pretrained-contrastive_extra-011",
+                            "GLMILTrainer_pretrained-contrastive_extra-011", "GLMILTrainer_pretrained-contrastive_foldwise"]
+    command = module.train_command(args, "GLMILTrainer_fastEncoders_pretrained-contrastive_extra-011", "1")
+    assert command[command.index("-tr") + 1] == "GLMILTrainer_fastEncoders"
+    assert command[command.index("-pretrained_weights") + 1] == str(shared)
+    strict = module.train_command(args, "GLMILTrainer_pretrained-contrastive_foldwise", "1")
+    assert strict[strict.index("-tr") + 1] == "GLMILTrainer"
+    assert strict[strict.index("-pretrained_weights") + 1] == pattern.format(fold=1)
+    plain = module.train_command(args, "GLMILTrainer", "0")
+    assert "-pretrained_weights" not in plain and plain[plain.index("-tr") + 1] == "GLMILTrainer"
+    assert [name for name, _ in module.trainer_names(args)][0] == "GLMILTrainer" and len(module.trainer_names(args)) == 4

@@ -20,7 +20,7 @@ from glmil_auto.pretraining.entry_points import pretrain_entry
 from glmil_auto.pretraining.masking import block_mask, hide
 from glmil_auto.pretraining.plan_pretraining import STEP_BUDGET, plan_pretraining
 from glmil_auto.pretraining.pretrained_weights import (
-    PretrainedArchitectureMismatch, architecture_sha256, load_pretrained_encoders, read_pretrained,
+    ENCODER_MODULES, PretrainedArchitectureMismatch, architecture_sha256, load_pretrained_encoders, read_pretrained,
 )
 from glmil_auto.pretraining.pretrainer import GLMILPretrainer
 from glmil_auto.pretraining.pretraining_data import PretrainingLoader
@@ -164,6 +164,21 @@ def test_fine_tuning_starts_from_the_pretrained_encoders(env, checkpoint):
         assert torch.equal(network.instance_encoder(patches, descriptors, mask),
                            reference.instance_encoder(patches, descriptors, mask))
     assert trainer.pretrained_record["sha256"] and trainer.pretrained_record["run"] == "test"
+
+
+def test_the_encoders_train_at_a_tenth_of_the_rate_after_the_freeze(env, checkpoint):
+    """Two parameter groups: the encoders' learning rate is 0 inside the freeze, then
+    ``encoder_lr_factor`` (default 0.1, chosen in documentation/pretraining.md) times the rest's."""
+    trainer = type("TinyFineTuning", (TinyFineTuning,), {"pretrained_weights": str(checkpoint), "num_epochs": 4})(1, 0)
+    trainer.initialize()
+    assert GLMILTrainer.encoder_lr_factor == 0.1 and trainer.encoder_lr_factor == 0.1
+    rest, encoders = trainer.optimizer.param_groups
+    encoder_ids = {id(p) for n, p in trainer.network.named_parameters() if n.split(".")[0] in ENCODER_MODULES}
+    assert {id(p) for p in encoders["params"]} == encoder_ids and encoder_ids.isdisjoint(id(p) for p in rest["params"])
+    for epoch in range(trainer.num_epochs):
+        rest_lr, encoder_lr = (trainer.initial_lr * f(epoch) for f in trainer.scheduler.lr_lambdas)
+        assert encoder_lr == (0.0 if epoch < trainer.encoder_freeze_epochs else pytest.approx(0.1 * rest_lr))
+    assert rest["lr"] > 0 and encoders["lr"] == 0.0  # epoch 0: frozen
 
 
 def reference_shape(plans: dict, which: str) -> tuple[int, ...]:

@@ -100,10 +100,11 @@ class GLMILTrainer:
     measure_memory = True
     # fine-tuning (glmil_train -pretrained_weights FILE): the encoders start from a glmil_pretrain checkpoint,
     # learn nothing for the first encoder_freeze_epochs epochs (the heads and experts adapt to them first),
-    # then train at encoder_lr_factor times the schedule's learning rate (documentation/pretraining.md)
+    # then train at encoder_lr_factor times the schedule's learning rate. 0.1: over five folds it found as much
+    # as 1.0 and drifted less than half as far in the epochs selection rejects (documentation/pretraining.md)
     pretrained_weights: str | None = None
     encoder_freeze_epochs = 2
-    encoder_lr_factor = 1.0
+    encoder_lr_factor = 0.1
 
     def __init__(self, dataset: str | int, fold: int | str, plans_name: str = DEFAULT_PLANS_NAME,
                  device: str | torch.device = "cpu", rank: int = 0, world_size: int = 1):
