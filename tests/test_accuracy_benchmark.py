@@ -4,23 +4,15 @@ documentation/accuracy.md; this only guards the script."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from glmil_auto.experiment_planning.fingerprint.extractor import DatasetFingerprintExtractor
+from script_modules import load_script
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("accuracy_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+SCRIPT = "benchmarks/accuracy.py"
 
 
 def test_reduced_accuracy_benchmark_runs_end_to_end(tmp_path, monkeypatch):
@@ -28,7 +20,7 @@ def test_reduced_accuracy_benchmark_runs_end_to_end(tmp_path, monkeypatch):
         monkeypatch.setenv(f"glmil_{name}", str(tmp_path / name))
     monkeypatch.setattr(DatasetFingerprintExtractor, "total_foreground_samples", 2e5)
     doc = tmp_path / "accuracy.md"
-    results = load_script().main([
+    results = load_script(SCRIPT).main([
         "--dataset", "7", "--n-train", "40", "--n-test", "24", "--centres", "3", "--size", "tiny", "--seed", "3",
         "--trainer", "GLMILTrainer_2epochs", "--folds", "0", "1", "--ablations", "clinicalOnly", "--ablation-folds", "0",
         "--bootstrap", "20", "--np", "1", "--quiet", "--doc", str(doc), "--json", str(tmp_path / "accuracy.json")])
@@ -73,7 +65,7 @@ def test_pretrained_rows_name_their_trainer_and_checkpoint(tmp_path):
 
     from glmil_auto.pretraining.pretrained_weights import CHECKPOINT_FORMAT
 
-    module = load_script()
+    module = load_script(SCRIPT)
     shared = tmp_path / "shared.pt"
     torch.save({"format": CHECKPOINT_FORMAT, "run": "contrastive_extra-011"}, shared)
     for fold in range(2):

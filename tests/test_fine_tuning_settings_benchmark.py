@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "fine_tuning_settings.py"
+from script_modules import load_script
 
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("fine_tuning_settings", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+SCRIPT = "benchmarks/fine_tuning_settings.py"
 
 
 def fake_fold(folder: Path, fold: int, start: float, means: list[float], selected: int | None) -> Path:
@@ -30,7 +24,7 @@ def fake_fold(folder: Path, fold: int, start: float, means: list[float], selecte
 
 
 def test_rows_and_summary_follow_the_logs(tmp_path, monkeypatch):
-    module = load_script()
+    module = load_script(SCRIPT)
     a = module.fold_row(fake_fold(tmp_path / "f0", 0, 0.60, [0.58, 0.63, 0.61, 0.55], None))
     assert (a["best"], a["best_epoch"], a["last"], a["last_epoch"]) == (0.63, 1, 0.55, 3)
     assert a["last_train_loss"] == pytest.approx(0.7) and a["selected_epoch"] is None
@@ -46,7 +40,7 @@ def test_rows_and_summary_follow_the_logs(tmp_path, monkeypatch):
 
 
 def test_missing_folds_are_named(tmp_path, monkeypatch):
-    module = load_script()
+    module = load_script(SCRIPT)
     monkeypatch.setenv("glmil_results", str(tmp_path))
     fake_fold(tmp_path / "Dataset007_X" / "GLMILTrainer__plans" / "fold_0", 0, 0.6, [0.6], None)
     with pytest.raises(SystemExit, match="folds 1 have no checkpoint_final.pt"):
