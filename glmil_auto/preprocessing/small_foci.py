@@ -79,20 +79,27 @@ def second_difference(values: np.ndarray, axis: int) -> np.ndarray:
     return np.concatenate([inner[_along(axis, d, slice(0, 1))], inner, inner[_along(axis, d, slice(-1, None))]], axis=axis)
 
 
-def negative_log(image: np.ndarray, spacing_zyx: Sequence[float], radius_mm: float) -> np.ndarray:
-    """``-(r^2 / 3) sum_i d2/dx_i^2 (G * image)``: the scale-normalised negative Laplacian in mm at the
-    nominal sigma ``r / sqrt(3)``. An axis whose voxels are too coarse for that sigma is smoothed
-    wider (:func:`axis_sigmas`) and so, in mm, contributes little curvature: a 6 mm slice axis barely
-    counts, and the response is then that of a blob in the plane, where the focus is resolved. The
-    image is smoothed once and differentiated by second differences (a third of the filtering of
-    three Gaussian second-derivative filters; for sigma >= 0.7 voxels the two agree closely)."""
+def smoothed_and_negative_log(image: np.ndarray, spacing_zyx: Sequence[float], radius_mm: float
+                              ) -> tuple[np.ndarray, np.ndarray]:
+    """``(G * image, -(r^2 / 3) sum_i d2/dx_i^2 (G * image))``: the scale-normalised negative
+    Laplacian in mm at the nominal sigma ``r / sqrt(3)``. An axis whose voxels are too coarse for
+    that sigma is smoothed wider (:func:`axis_sigmas`) and so, in mm, contributes little curvature:
+    a 6 mm slice axis barely counts, and the response is then that of a blob in the plane, where the
+    focus is resolved. The image is smoothed once and differentiated by second differences (a third
+    of the filtering of three Gaussian second-derivative filters; for sigma >= 0.7 voxels the two
+    agree closely)."""
     spacing = np.asarray(spacing_zyx, dtype=float)
     nominal = radius_mm**2 / 3.0
     smooth = ndimage.gaussian_filter(np.asarray(image, dtype=np.float32), axis_sigmas(radius_mm, spacing), mode="nearest")
     out = np.zeros(smooth.shape, dtype=np.float32)
     for axis in range(3):
         out -= np.float32(nominal / spacing[axis] ** 2) * second_difference(smooth, axis)  # / spacing^2: voxels -> mm
-    return out
+    return smooth, out
+
+
+def negative_log(image: np.ndarray, spacing_zyx: Sequence[float], radius_mm: float) -> np.ndarray:
+    """The scale-normalised negative LoG alone (:func:`smoothed_and_negative_log`)."""
+    return smoothed_and_negative_log(image, spacing_zyx, radius_mm)[1]
 
 
 def robust_scale(values: np.ndarray, region: np.ndarray) -> tuple[float, float]:
@@ -109,18 +116,20 @@ def robust_scale(values: np.ndarray, region: np.ndarray) -> tuple[float, float]:
 
 
 def normalised_responses(image: np.ndarray, spacing_zyx: Sequence[float], radii_mm: Sequence[float],
-                         region: np.ndarray) -> tuple[list[np.ndarray], list[float]]:
+                         region: np.ndarray) -> tuple[list[np.ndarray], list[float], list[np.ndarray]]:
     """Per radius the negative LoG in the case's own noise units (minus the median, over 1.4826
-    MAD, both over ``region``), and the scales in the image's intensity units."""
+    MAD, both over ``region``), the scales in the image's intensity units, and the smoothed image
+    (for the Hessian of :func:`hessian_blobness`)."""
     if not len(radii_mm):
         raise ValueError("the blob response needs at least one radius")
-    responses, scales = [], []
+    responses, scales, smoothed = [], [], []
     for radius in radii_mm:
-        response = negative_log(image, spacing_zyx, radius)
+        smooth, response = smoothed_and_negative_log(image, spacing_zyx, radius)
         centre, scale = robust_scale(response, region)
         responses.append((response - np.float32(centre)) / np.float32(scale))
         scales.append(scale)
-    return responses, scales
+        smoothed.append(smooth)
+    return responses, scales, smoothed
 
 
 def strongest(responses: Sequence[np.ndarray], sign: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
@@ -135,7 +144,7 @@ def blob_response(image: np.ndarray, spacing_zyx: Sequence[float], radii_mm: Seq
     """``(response, best radius index, noise scale per radius)``: the maximum over ``radii_mm`` of
     the negative LoG in the case's own noise units; see the module docstring. The LoG is linear, so
     the negated image's response (dark blobs) is ``strongest(responses, -1)`` of the same responses."""
-    responses, scales = normalised_responses(image, spacing_zyx, radii_mm, region)
+    responses, scales, _ = normalised_responses(image, spacing_zyx, radii_mm, region)
     best, which = strongest(responses)
     return best, which, scales
 
@@ -167,47 +176,58 @@ def local_maxima(values: np.ndarray, region: np.ndarray, floor: float) -> np.nda
     return first[order]
 
 
-def blobness(image: np.ndarray, spacing_zyx: Sequence[float], radius_mm: float, index_zyx: Sequence[int]) -> float:
-    """Smallest over largest |eigenvalue| of the sigma-normalised Hessian at one voxel, computed on a
-    crop around it (1 = a sphere, about 0 = a tube or a sheet)."""
-    sigma = axis_sigmas(radius_mm, spacing_zyx)
-    half = np.ceil(4 * sigma).astype(int) + 1
-    lo = np.maximum(np.asarray(index_zyx) - half, 0)
-    hi = np.minimum(np.asarray(index_zyx) + half + 1, np.shape(image))
-    crop = np.asarray(image[tuple(slice(a, b) for a, b in zip(lo, hi))], dtype=np.float64)
-    centre = tuple(np.asarray(index_zyx) - lo)
+def hessian_blobness(smooth: np.ndarray, sigma_voxels: Sequence[float], index_zyx: Sequence[int]) -> float:
+    """Smallest over largest |eigenvalue| of the Hessian of an already smoothed volume at one voxel,
+    by central differences, each axis scaled by its sigma in voxels (so that a blob imaged through
+    thick slices still counts as round): 1 = a sphere, about 0 = a tube or a sheet. The sign of the
+    volume does not matter, so a dark blob (decoy) is measured on the same smoothed volume."""
+    shape = np.asarray(np.shape(smooth))
+    centre = np.asarray(index_zyx, dtype=int)
+    sigma = np.asarray(sigma_voxels, dtype=float)
+
+    def at(*steps: tuple[int, int]) -> float:
+        point = centre.copy()
+        for axis, step in steps:
+            point[axis] += step
+        return float(smooth[tuple(np.clip(point, 0, shape - 1))])
+
     hessian = np.zeros((3, 3))
     for i in range(3):
-        for j in range(i, 3):
-            order = [0, 0, 0]
-            order[i] += 1
-            order[j] += 1
-            value = ndimage.gaussian_filter(crop, sigma, order=order, mode="nearest")[centre] * sigma[i] * sigma[j]
-            hessian[i, j] = hessian[j, i] = value
+        hessian[i, i] = at((i, 1)) - 2.0 * at() + at((i, -1))
+        for j in range(i + 1, 3):
+            hessian[i, j] = hessian[j, i] = (at((i, 1), (j, 1)) - at((i, 1), (j, -1)) - at((i, -1), (j, 1))
+                                             + at((i, -1), (j, -1))) / 4.0
+    hessian *= np.outer(sigma, sigma)
     magnitudes = np.abs(np.linalg.eigvalsh(hessian))
     return float(magnitudes.min() / magnitudes.max()) if magnitudes.max() > 0 else 0.0
 
 
+def blobness(image: np.ndarray, spacing_zyx: Sequence[float], radius_mm: float, index_zyx: Sequence[int]) -> float:
+    """:func:`hessian_blobness` at one voxel of an unsmoothed image (smoothed on a crop around it)."""
+    sigma = axis_sigmas(radius_mm, spacing_zyx)
+    half = np.ceil(4 * sigma).astype(int) + 2
+    lo = np.maximum(np.asarray(index_zyx) - half, 0)
+    hi = np.minimum(np.asarray(index_zyx) + half + 1, np.shape(image))
+    crop = np.asarray(image[tuple(slice(a, b) for a, b in zip(lo, hi))], dtype=np.float64)
+    return hessian_blobness(ndimage.gaussian_filter(crop, sigma, mode="nearest"), sigma, np.asarray(index_zyx) - lo)
+
+
 def find_foci(image: np.ndarray, geometry: Geometry, response: np.ndarray, which_radius: np.ndarray,
-              radii_mm: Sequence[float], region: np.ndarray, floor: float, limit: int = 200) -> list[Focus]:
-    """The bright candidates: local maxima of ``response`` in ``region`` at or above ``floor``
-    (at most ``limit``, highest first), with position, radius and blobness."""
+              radii_mm: Sequence[float], region: np.ndarray, floor: float, limit: int = 200,
+              smoothed: Sequence[np.ndarray] | None = None) -> list[Focus]:
+    """The candidates: local maxima of ``response`` in ``region`` at or above ``floor`` (at most
+    ``limit``, highest first), with position, radius and blobness (from ``smoothed``, the image
+    smoothed per radius, when given; else smoothed here around each candidate)."""
     foci = []
     for index in local_maxima(response, region, floor)[:limit]:
         index = tuple(int(i) for i in index)
-        radius = float(radii_mm[int(which_radius[index])])
+        k = int(which_radius[index])
+        radius = float(radii_mm[k])
         world = geometry.index_to_world(np.asarray(index, dtype=float))
-        foci.append(Focus(index, tuple(float(w) for w in world), float(response[index]), radius,
-                          blobness(image, geometry.spacing_zyx, radius, index)))
+        shape = (blobness(image, geometry.spacing_zyx, radius, index) if smoothed is None
+                 else hessian_blobness(smoothed[k], axis_sigmas(radius, geometry.spacing_zyx), index))
+        foci.append(Focus(index, tuple(float(w) for w in world), float(response[index]), radius, shape))
     return foci
-
-
-def decoy_responses(response_of_negated: np.ndarray, region: np.ndarray, floor: float, limit: int = 200
-                    ) -> list[float]:
-    """Heights of the local maxima of the *negated* image's response (dark blobs) at or above
-    ``floor``: the null sample for :func:`decoy_threshold`."""
-    peaks = local_maxima(response_of_negated, region, floor)[:limit]
-    return [float(response_of_negated[tuple(p)]) for p in peaks]
 
 
 def decoy_threshold(decoys_per_case: Sequence[Sequence[float]], false_positives_per_case: float, floor: float) -> float:
@@ -286,11 +306,12 @@ def case_foci(image: np.ndarray, geometry: Geometry, brain: np.ndarray, lesion_m
     local = crop_geometry(geometry, start, [b - a for a, b in zip(start, stop)])
     sub = np.asarray(image[crop], dtype=np.float32)
     region = search_region(brain[crop], lesion_mask[crop], spacing, settings.lesion_margin_mm, settings.surface_margin_mm)
-    responses, scales = normalised_responses(sub, spacing, settings.radii_mm, region)
+    responses, scales, smoothed = normalised_responses(sub, spacing, settings.radii_mm, region)
 
     def candidates(sign: float) -> list[Focus]:
         response, which = strongest(responses, sign)
-        found = find_foci(sign * sub, local, response, which, settings.radii_mm, region, settings.floor)
+        found = find_foci(sign * sub, local, response, which, settings.radii_mm, region, settings.floor,
+                          smoothed=smoothed)
         return [replace(f, index_zyx=tuple(int(i + a) for i, a in zip(f.index_zyx, start)))
                 for f in found if f.blobness >= settings.min_blobness]
 
