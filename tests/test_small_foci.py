@@ -140,3 +140,14 @@ def test_max_pooling_matches_a_brute_force_and_keeps_a_single_bright_voxel():
     single = np.zeros(source.shape, np.float32)
     single[10, 11, 9] = 5.0
     assert sf.max_pool_to_grid(single, source, target).max() == 5.0
+
+
+def test_margins_by_morphology_equal_the_distance_transform():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(11)
+    mask = rng.random((18, 20, 22)) < 0.01
+    for spacing in ((1.0, 1.0, 1.0), (3.0, 0.9, 0.9)):
+        for radius in (1.0, 2.5, 4.0):
+            expected = ndimage.distance_transform_edt(~mask, sampling=spacing) <= radius
+            np.testing.assert_array_equal(sf._within(mask, radius, spacing), expected)

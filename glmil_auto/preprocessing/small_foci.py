@@ -40,6 +40,7 @@ from glmil_auto.preprocessing.resampling import index_map
 MIN_SIGMA_VOXELS = 0.7  # below this a sampled Gaussian derivative is dominated by the grid itself
 MAD_TO_SD = 1.4826
 STATISTICS_STRIDE = 2  # every second voxel per axis is plenty for the median and MAD
+MAX_BALL_VOXELS = 6  # margins up to this many voxels per axis by morphology, wider ones by a distance transform
 
 
 @dataclass(frozen=True)
@@ -149,17 +150,34 @@ def blob_response(image: np.ndarray, spacing_zyx: Sequence[float], radii_mm: Seq
     return best, which, scales
 
 
+def ball(radius_mm: float, spacing_zyx: Sequence[float]) -> np.ndarray:
+    """The voxel offsets within ``radius_mm`` (centre to centre) as a boolean structuring element."""
+    spacing = np.asarray(spacing_zyx, dtype=float)
+    half = np.floor(radius_mm / spacing).astype(int)
+    grids = np.meshgrid(*[np.arange(-h, h + 1) * s for h, s in zip(half, spacing)], indexing="ij")
+    return sum(g**2 for g in grids) <= radius_mm**2
+
+
+def _within(mask: np.ndarray, radius_mm: float, spacing_zyx: Sequence[float]) -> np.ndarray:
+    """Voxels within ``radius_mm`` (centre to centre) of a voxel of ``mask``: a dilation by a ball for
+    margins of a few voxels, a Euclidean distance transform for wider ones."""
+    spacing = np.asarray(spacing_zyx, dtype=float)
+    if np.all(radius_mm / spacing <= MAX_BALL_VOXELS):
+        return ndimage.binary_dilation(mask, ball(radius_mm, spacing))
+    return ndimage.distance_transform_edt(~mask, sampling=spacing) <= radius_mm
+
+
 def search_region(brain: np.ndarray, lesion_mask: np.ndarray, spacing_zyx: Sequence[float], lesion_margin_mm: float,
                   surface_margin_mm: float) -> np.ndarray:
     """Brain voxels farther than ``lesion_margin_mm`` from every lesion voxel and deeper than
-    ``surface_margin_mm`` below the brain's surface."""
-    spacing = np.asarray(spacing_zyx, dtype=float)
+    ``surface_margin_mm`` below the brain's surface (farther than that from every voxel outside it
+    in the array)."""
     region = np.asarray(brain, dtype=bool).copy()
-    if surface_margin_mm > 0 and region.any():
-        region &= ndimage.distance_transform_edt(region, sampling=spacing) > surface_margin_mm
+    if surface_margin_mm > 0 and region.any() and not region.all():
+        region &= ~_within(~region, surface_margin_mm, spacing_zyx)
     lesions = np.asarray(lesion_mask, dtype=bool)
     if lesions.any():
-        region &= ndimage.distance_transform_edt(~lesions, sampling=spacing) > lesion_margin_mm
+        region &= ~_within(lesions, lesion_margin_mm, spacing_zyx)
     return region
 
 
@@ -176,30 +194,36 @@ def local_maxima(values: np.ndarray, region: np.ndarray, floor: float) -> np.nda
     return first[order]
 
 
-def hessian_blobness(smooth: np.ndarray, sigma_voxels: Sequence[float], index_zyx: Sequence[int]) -> float:
-    """Smallest over largest |eigenvalue| of the Hessian of an already smoothed volume at one voxel,
-    by central differences, each axis scaled by its sigma in voxels (so that a blob imaged through
-    thick slices still counts as round): 1 = a sphere, about 0 = a tube or a sheet. The sign of the
-    volume does not matter, so a dark blob (decoy) is measured on the same smoothed volume."""
-    shape = np.asarray(np.shape(smooth))
-    centre = np.asarray(index_zyx, dtype=int)
+def hessian_blobness_at(smooth: np.ndarray, sigma_voxels: Sequence[float], indices_zyx: np.ndarray) -> np.ndarray:
+    """Per voxel of ``indices_zyx`` (``(n, 3)``), the smallest over the largest |eigenvalue| of the
+    Hessian of an already smoothed volume, by central differences (neighbours clipped at the
+    border), each axis scaled by its sigma in voxels so that a blob imaged through thick slices
+    still counts as round: 1 = a sphere, about 0 = a tube or a sheet. The sign of the volume does not
+    matter, so a dark blob (decoy) is measured on the same smoothed volume."""
+    indices = np.asarray(indices_zyx, dtype=int).reshape(-1, 3)
+    upper = np.asarray(np.shape(smooth)) - 1
     sigma = np.asarray(sigma_voxels, dtype=float)
 
-    def at(*steps: tuple[int, int]) -> float:
-        point = centre.copy()
-        for axis, step in steps:
-            point[axis] += step
-        return float(smooth[tuple(np.clip(point, 0, shape - 1))])
+    def at(offset: np.ndarray) -> np.ndarray:
+        return smooth[tuple(np.clip(indices + offset, 0, upper).T)].astype(np.float64)
 
-    hessian = np.zeros((3, 3))
+    unit = np.eye(3, dtype=int)
+    centre = at(np.zeros(3, dtype=int))
+    hessian = np.zeros((len(indices), 3, 3))
     for i in range(3):
-        hessian[i, i] = at((i, 1)) - 2.0 * at() + at((i, -1))
+        hessian[:, i, i] = at(unit[i]) - 2.0 * centre + at(-unit[i])
         for j in range(i + 1, 3):
-            hessian[i, j] = hessian[j, i] = (at((i, 1), (j, 1)) - at((i, 1), (j, -1)) - at((i, -1), (j, 1))
-                                             + at((i, -1), (j, -1))) / 4.0
+            mixed = (at(unit[i] + unit[j]) - at(unit[i] - unit[j]) - at(unit[j] - unit[i]) + at(-unit[i] - unit[j])) / 4.0
+            hessian[:, i, j] = hessian[:, j, i] = mixed
     hessian *= np.outer(sigma, sigma)
     magnitudes = np.abs(np.linalg.eigvalsh(hessian))
-    return float(magnitudes.min() / magnitudes.max()) if magnitudes.max() > 0 else 0.0
+    largest = magnitudes.max(axis=1)
+    return np.where(largest > 0, magnitudes.min(axis=1) / np.where(largest > 0, largest, 1.0), 0.0)
+
+
+def hessian_blobness(smooth: np.ndarray, sigma_voxels: Sequence[float], index_zyx: Sequence[int]) -> float:
+    """:func:`hessian_blobness_at` at one voxel."""
+    return float(hessian_blobness_at(smooth, sigma_voxels, np.asarray([index_zyx]))[0])
 
 
 def blobness(image: np.ndarray, spacing_zyx: Sequence[float], radius_mm: float, index_zyx: Sequence[int]) -> float:
@@ -218,16 +242,17 @@ def find_foci(image: np.ndarray, geometry: Geometry, response: np.ndarray, which
     """The candidates: local maxima of ``response`` in ``region`` at or above ``floor`` (at most
     ``limit``, highest first), with position, radius and blobness (from ``smoothed``, the image
     smoothed per radius, when given; else smoothed here around each candidate)."""
-    foci = []
-    for index in local_maxima(response, region, floor)[:limit]:
-        index = tuple(int(i) for i in index)
-        k = int(which_radius[index])
-        radius = float(radii_mm[k])
-        world = geometry.index_to_world(np.asarray(index, dtype=float))
-        shape = (blobness(image, geometry.spacing_zyx, radius, index) if smoothed is None
-                 else hessian_blobness(smoothed[k], axis_sigmas(radius, geometry.spacing_zyx), index))
-        foci.append(Focus(index, tuple(float(w) for w in world), float(response[index]), radius, shape))
-    return foci
+    peaks = local_maxima(response, region, floor)[:limit]
+    which = which_radius[tuple(peaks.T)].astype(int) if len(peaks) else np.zeros(0, dtype=int)
+    shape = np.zeros(len(peaks))
+    for k in np.unique(which):
+        chosen = which == k
+        sigma = axis_sigmas(float(radii_mm[k]), geometry.spacing_zyx)
+        shape[chosen] = (hessian_blobness_at(smoothed[k], sigma, peaks[chosen]) if smoothed is not None else
+                         [blobness(image, geometry.spacing_zyx, float(radii_mm[k]), p) for p in peaks[chosen]])
+    world = geometry.index_to_world(peaks.astype(float)) if len(peaks) else np.zeros((0, 3))
+    return [Focus(tuple(int(i) for i in index), tuple(float(w) for w in point), float(response[tuple(index)]),
+                  float(radii_mm[k]), float(b)) for index, point, k, b in zip(peaks, world, which, shape)]
 
 
 def decoy_threshold(decoys_per_case: Sequence[Sequence[float]], false_positives_per_case: float, floor: float) -> float:
