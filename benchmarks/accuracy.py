@@ -115,9 +115,10 @@ def trainer_names(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
 
 
 def _trainer_and_path(args: argparse.Namespace, entry: str) -> tuple[str, str]:
-    """``[TRAINER=]PATH`` -> (trainer, path); without ``TRAINER=`` the ``--trainer``."""
+    """``[TRAINER=]PATH`` -> (trainer, path); without ``TRAINER=`` (nothing before a ``=`` that names a
+    class) the ``--trainer``."""
     trainer, separator, path = entry.partition("=")
-    return (trainer, path) if separator and trainer.startswith("GLMILTrainer") else (args.trainer, entry)
+    return (trainer, path) if separator and trainer.isidentifier() else (args.trainer, entry)
 
 
 def pretrained_trainers(args: argparse.Namespace) -> dict[str, tuple[str, dict[str, str]]]:

@@ -19,6 +19,7 @@ import argparse
 import json
 import sys
 import time
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -118,16 +119,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit(f"{raw.folder} has no truth file: detection quality needs the synthetic cohort's truth")
     settings = {**DEFAULT_SETTINGS, **json.loads(args.settings or "{}")}
     column = raw.spec.group_column
-    jobs, centres = [], {}
+    jobs, centres, per_centre = [], {}, Counter()
     for split in ("Tr", "Ts"):
         if not raw.has_split(split):
             continue
         table_ = raw.clinical_table(split)
         for case in raw.cases(split):
             centre = str(table_.loc[case, column]) if column and column in table_ else split
-            if args.cases_per_centre is not None and sum(c == centre for c in centres.values()) >= args.cases_per_centre:
+            if args.cases_per_centre is not None and per_centre[centre] >= args.cases_per_centre:
                 continue
             centres[case] = centre
+            per_centre[centre] += 1
             foci = [m["centre_world_mm"] for m in truth["cases"][case]["micro_lesions"]]
             jobs.append((str(raw.folder), case, split, settings, foci, args.brain_margin_mm))
     started = time.perf_counter()

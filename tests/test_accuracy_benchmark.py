@@ -87,3 +87,5 @@ def test_pretrained_rows_name_their_trainer_and_checkpoint(tmp_path):
     plain = module.train_command(args, "GLMILTrainer", "0")
     assert "-pretrained_weights" not in plain and plain[plain.index("-tr") + 1] == "GLMILTrainer"
     assert [name for name, _ in module.trainer_names(args)][0] == "GLMILTrainer" and len(module.trainer_names(args)) == 4
+    # a '=' inside a path is not a trainer name
+    assert module._trainer_and_path(args, "/data/run=3/checkpoint_final.pt") == ("GLMILTrainer", "/data/run=3/checkpoint_final.pt")

@@ -51,11 +51,6 @@ class Focus:
     radius_mm: float  # the radius whose response was highest
     blobness: float  # smallest / largest |Hessian eigenvalue|, 1 = sphere, 0 = tube
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"world_mm": [round(v, 2) for v in self.world_xyz], "index_zyx": list(self.index_zyx),
-                "response": round(self.response, 3), "radius_mm": round(self.radius_mm, 3),
-                "blobness": round(self.blobness, 3)}
-
 
 def axis_sigmas(radius_mm: float, spacing_zyx: Sequence[float]) -> np.ndarray:
     """Per-axis Gaussian sigma in voxels for a blob of ``radius_mm`` (at least ``MIN_SIGMA_VOXELS``)."""
@@ -98,11 +93,6 @@ def smoothed_and_negative_log(image: np.ndarray, spacing_zyx: Sequence[float], r
     return smooth, out
 
 
-def negative_log(image: np.ndarray, spacing_zyx: Sequence[float], radius_mm: float) -> np.ndarray:
-    """The scale-normalised negative LoG alone (:func:`smoothed_and_negative_log`)."""
-    return smoothed_and_negative_log(image, spacing_zyx, radius_mm)[1]
-
-
 def robust_scale(values: np.ndarray, region: np.ndarray) -> tuple[float, float]:
     """(median, 1.4826 MAD) of ``values`` over ``region`` (a regular subsample of it)."""
     step = (slice(None, None, STATISTICS_STRIDE),) * values.ndim
@@ -120,7 +110,7 @@ def normalised_responses(image: np.ndarray, spacing_zyx: Sequence[float], radii_
                          region: np.ndarray) -> tuple[list[np.ndarray], list[float], list[np.ndarray]]:
     """Per radius the negative LoG in the case's own noise units (minus the median, over 1.4826
     MAD, both over ``region``), the scales in the image's intensity units, and the smoothed image
-    (for the Hessian of :func:`hessian_blobness`)."""
+    (for the Hessian of :func:`hessian_blobness_at`)."""
     if not len(radii_mm):
         raise ValueError("the blob response needs at least one radius")
     responses, scales, smoothed = [], [], []
@@ -221,19 +211,15 @@ def hessian_blobness_at(smooth: np.ndarray, sigma_voxels: Sequence[float], indic
     return np.where(largest > 0, magnitudes.min(axis=1) / np.where(largest > 0, largest, 1.0), 0.0)
 
 
-def hessian_blobness(smooth: np.ndarray, sigma_voxels: Sequence[float], index_zyx: Sequence[int]) -> float:
-    """:func:`hessian_blobness_at` at one voxel."""
-    return float(hessian_blobness_at(smooth, sigma_voxels, np.asarray([index_zyx]))[0])
-
-
 def blobness(image: np.ndarray, spacing_zyx: Sequence[float], radius_mm: float, index_zyx: Sequence[int]) -> float:
-    """:func:`hessian_blobness` at one voxel of an unsmoothed image (smoothed on a crop around it)."""
+    """:func:`hessian_blobness_at` at one voxel of an unsmoothed image (smoothed on a crop around it)."""
     sigma = axis_sigmas(radius_mm, spacing_zyx)
     half = np.ceil(4 * sigma).astype(int) + 2
     lo = np.maximum(np.asarray(index_zyx) - half, 0)
     hi = np.minimum(np.asarray(index_zyx) + half + 1, np.shape(image))
     crop = np.asarray(image[tuple(slice(a, b) for a, b in zip(lo, hi))], dtype=np.float64)
-    return hessian_blobness(ndimage.gaussian_filter(crop, sigma, mode="nearest"), sigma, np.asarray(index_zyx) - lo)
+    smooth = ndimage.gaussian_filter(crop, sigma, mode="nearest")
+    return float(hessian_blobness_at(smooth, sigma, np.asarray([index_zyx]) - lo)[0])
 
 
 def find_foci(image: np.ndarray, geometry: Geometry, response: np.ndarray, which_radius: np.ndarray,
