@@ -2,8 +2,8 @@
 the clinical + volumetric baseline, a hand-crafted radiomics peer and the ablations.
 
     python benchmarks/accuracy.py [--dataset ID] [--trainer T] [--folds 0 1 2 3 4]
-                                  [--ablations radiomicsOffset noLesionLabels clinicalOffset globalOnly localOnly
-                                               concat clinicalOnly] [--ablation-folds ...]
+                                  [--ablations radiomicsOffset noLesionLabels noFociChannel clinicalOffset globalOnly
+                                               localOnly concat clinicalOnly] [--ablation-folds ...]
                                   [--n-train 200 --n-test 150 --centres 3 --size small --seed 0] [--no-lesion-table]
                                   [--pretrained FILE ...] [--pretrained-per-fold PATTERN_WITH_{fold}]
                                   [--doc documentation/accuracy_measured.md]
@@ -18,7 +18,8 @@ It prints one table per endpoint and cohort (the training centres' out-of-fold p
 external centre) with rows: ceiling (truth file), the model, its starting point
 (``<T>_radiomicsOffset (starting point)``: the folds' fitted radiomics + clinical models alone, from
 the predictions' ``<endpoint>_starting_point`` columns), the ablations (by default
-``noLesionLabels``, the model trained without the lesion table), the clinical baseline (logistic / Cox on the clinical variables + lesion
+``noLesionLabels``, the model trained without the lesion table, and ``noFociChannel``, without the
+small-foci channel and descriptor), the clinical baseline (logistic / Cox on the clinical variables + lesion
 count + total volume, fitted on the training cases), the radiomics peer (logistic on per-patient
 aggregates, and a lesion-level noisy-OR, both on the lesion features preprocessing stored);
 each with AUC (binary) or Harrell's C (OS), a bootstrap 95 % CI, the expected AUC under the true
@@ -44,10 +45,11 @@ import pandas as pd
 
 # cheapest first; radiomicsOffset trains the starting point alone (no CNN: the same numbers as the model's own
 # "<T>_radiomicsOffset (starting point)" row, which every run shows), noLesionLabels the model trained without
-# the lesion table, clinicalOffset the model starting from the clinical model only
+# the lesion table, clinicalOffset the model starting from the clinical model only, noFociChannel the model without
+# the small-foci channel and descriptor
 ABLATIONS = ("radiomicsOffset", "clinicalOnly", "localOnly", "globalOnly", "concat", "noLesionLabels", "clinicalOffset",
-             "noHarmonisation")
-DEFAULT_ABLATIONS = ("noLesionLabels",)
+             "noHarmonisation", "noFociChannel")
+DEFAULT_ABLATIONS = ("noLesionLabels", "noFociChannel")
 
 
 # ---------------------------------------------------------------------------------------- stages
@@ -150,6 +152,21 @@ def train_command(args: argparse.Namespace, trainer: str, fold: str) -> list[str
     return [*base, "-tr", pretrained[0], "-pretrained_weights", pretrained[1][fold]]
 
 
+def trained_with_current_plans(checkpoint: Path, dataset: str) -> bool:
+    """Whether a finished fold was trained with the dataset's current plans (a re-planned dataset,
+    e.g. after a new plans section, trains again instead of reusing a model of the old plans)."""
+    from glmil_auto.experiment_planning.plans_io import DEFAULT_PLANS_NAME, load_plans, plans_hash
+    from glmil_auto.paths import preprocessed_folder, resolve_dataset_name
+    from glmil_auto.training.checkpointing import load_checkpoint
+
+    current = load_plans(preprocessed_folder() / resolve_dataset_name(dataset) / f"{DEFAULT_PLANS_NAME}.json")
+    stored = json.loads(load_checkpoint(checkpoint, map_location="cpu")["plans"])
+    same = plans_hash(stored) == plans_hash(current)
+    if not same:
+        print(f"{checkpoint} was trained with other plans than the current ones: training it again", flush=True)
+    return same
+
+
 def train_and_predict(args: argparse.Namespace, raw: Path, timer: StageTimer, work: Path) -> dict[str, Path]:
     """Trains every fold of every trainer (reusing finished folds) and predicts the external centre."""
     from glmil_auto.inference.model_folder import model_folder_for
@@ -158,7 +175,8 @@ def train_and_predict(args: argparse.Namespace, raw: Path, timer: StageTimer, wo
     for trainer, folds in trainer_names(args):
         folder = model_folder_for(args.dataset, trainer)
         for fold in folds:
-            if args.retrain or not (folder / f"fold_{fold}" / "checkpoint_final.pt").is_file():
+            checkpoint = folder / f"fold_{fold}" / "checkpoint_final.pt"
+            if args.retrain or not checkpoint.is_file() or not trained_with_current_plans(checkpoint, args.dataset):
                 timer.run(f"train {trainer} fold {fold}", train_command(args, trainer, fold))
         if (raw / "imagesTs").is_dir():
             out = work / "predictions" / trainer

@@ -6,11 +6,13 @@ peak resident memory, which includes the Python and torch runtime; CUDA: peak al
 memory). Bags are worst case: every bag holds the plan's maximum number of lesions. Usage:
 
     python benchmarks/model.py [--plans glmil_data/preprocessed/Dataset001_SynthBrainMets/plans.json]
-                               [--iterations 5]
+                               [--iterations 5] [--without-foci]
 
 Without ``--plans`` (and without the demo's plans) a small demo-size cohort is generated and
 planned in a temporary folder. The CPU plan is always measured on the CPU; the GPU plan (the same
 fingerprint planned for an 80 GiB GPU) is measured where CUDA is available, with mixed precision.
+``--without-foci`` adds, for every plan with a small-foci channel, the same plan without it (what a
+training step costs for the extra global input channel and the descriptor).
 """
 
 from __future__ import annotations
@@ -27,24 +29,19 @@ CHILD = r"""
 import json, resource, sys, time
 import torch
 from glmil_auto.model import build_network
-from glmil_auto.model.instance_encoder import NUM_DESCRIPTORS
+from glmil_auto.model.memory_measurement import meta_batch
 
 plans = json.load(open(sys.argv[1]))
 device, iterations = sys.argv[2], int(sys.argv[3])
 torch.manual_seed(0)
 net = build_network(plans).to(device)
 local = plans["preprocessing"]["local"]
-b, n, c = plans["training"]["batch_size"], local["max_instances"], plans["num_input_channels"]
-features = plans["clinical"]["features"]
-n_values = sum(f["type"] != "categorical" for f in features)
-batch = {
-    "global": torch.randn(b, c, *plans["preprocessing"]["global"]["input_shape"], device=device),
-    "instances": torch.randn(b, n, len(local["scales"]), c, *local["patch_size"], device=device),
-    "instance_mask": torch.ones(b, n, dtype=torch.bool, device=device),
-    "instance_descriptors": torch.randn(b, n, NUM_DESCRIPTORS, device=device),
-    "clinical_values": torch.randn(b, n_values, device=device),
-    "clinical_categories": torch.zeros(b, len(features) - n_values, dtype=torch.long, device=device),
-}
+b, n = plans["training"]["batch_size"], local["max_instances"]
+# every input the plans' network reads (the radiomic features, the small-foci candidates), at their shapes
+batch = {k: (torch.randn(v.shape, device=device) if v.is_floating_point() else v)
+         for k, v in meta_batch(plans, b, n, device=device).items()}
+if "foci_responses" in batch:
+    batch["foci_responses"] = batch["foci_responses"].abs() * 4.0
 amp = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
 
 def sync():
@@ -102,6 +99,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--plans", type=Path, default=None, help="a CPU plans file (default: plan the demo cohort)")
     parser.add_argument("--iterations", type=int, default=5)
+    parser.add_argument("--without-foci", action="store_true", help="also the plans without the small-foci channel")
     args = parser.parse_args()
     import torch
 
@@ -113,6 +111,12 @@ def main() -> None:
             cpu, gpu = plans_for_demo(work)
             runs = [("CPU plan", cpu, "cpu")]
             runs.append(("GPU plan", gpu, "cuda") if torch.cuda.is_available() else ("GPU plan (no GPU here)", gpu, None))
+        if args.without_foci:
+            for label, plans, device in list(runs):
+                if plans["preprocessing"].get("small_foci"):
+                    plain = json.loads(json.dumps(plans))
+                    del plain["preprocessing"]["small_foci"]
+                    runs.append((f"{label}, no small foci", plain, device))
         rows = []
         for label, plans, device in runs:
             if device is None:  # no GPU: count its parameters, time nothing
@@ -126,7 +130,7 @@ def main() -> None:
                                     check=True, capture_output=True, text=True).stdout
             rows.append((label, plans, json.loads(output.split("RESULT ", 1)[1])))
 
-    print(f"\n{'plan':<24} {'device':<6} {'params':>10} {'global input':>14} {'patch':>12} {'bag':>8} "
+    print(f"\n{'plan':<34} {'device':<6} {'params':>10} {'global input':>14} {'patch':>12} {'bag':>8} "
           f"{'fwd s/bag':>10} {'fwd+bwd s/bag':>14} {'peak MiB':>9}")
     for label, plans, result in rows:
         shape = "x".join(map(str, plans["preprocessing"]["global"]["input_shape"]))
@@ -134,11 +138,11 @@ def main() -> None:
         patch = "x".join(map(str, local["patch_size"]))
         bag = f"{local['max_instances']}x{len(local['scales'])}"
         if "train_s_per_bag" not in result:
-            print(f"{label:<24} {'-':<6} {result['parameters']:>10,} {shape:>14} {patch:>12} {bag:>8} {'-':>10} {'-':>14} {'-':>9}")
+            print(f"{label:<34} {'-':<6} {result['parameters']:>10,} {shape:>14} {patch:>12} {bag:>8} {'-':>10} {'-':>14} {'-':>9}")
             continue
         device = "cuda" if "train_peak_mib" in result else "cpu"
         peak = result.get("train_peak_mib", result["peak_rss_mib"])
-        print(f"{label:<24} {device:<6} {result['parameters']:>10,} {shape:>14} {patch:>12} {bag:>8} "
+        print(f"{label:<34} {device:<6} {result['parameters']:>10,} {shape:>14} {patch:>12} {bag:>8} "
               f"{result['forward_s_per_bag']:>10.4f} {result['train_s_per_bag']:>14.4f} {peak:>9.0f}")
     print("(batch size = the plan's; bag = max instances x scales; CPU peak = process RSS, CUDA peak = allocated)")
 

@@ -4,6 +4,7 @@ Each run is a fresh command (a new process tree); peak memory is the largest sum
 memory of the whole tree (main process plus workers), sampled every 50 ms from /proc. Usage:
 
     python benchmarks/preprocess.py [--raw RAW_FOLDER] [--dataset 1] [--workers 1 2] [--without-features]
+                                    [--without-foci]
 
 Without ``--raw`` the demo synthetic cohort (120 + 40 cases) is generated in a temporary folder.
 Where nnU-Net v2 is installed (``nnUNetv2_plan_and_preprocess`` on the PATH, or ``nnunetv2``
@@ -12,7 +13,8 @@ importable, e.g. ``pip install --no-deps --target DIR nnunetv2 dynamic-network-a
 ``-c 3d_fullres`` on the same raw folder with the same worker count, and the table shows the ratio.
 ``--without-features`` adds a glmil row without the per-lesion radiomic features
 (``--planner GLMILPlannerNoLesionFeatures``), so that their cost shows; the last lines print the
-features' seconds per case and per lesion (hand-crafted + mirp's IBSI families).
+features' seconds per case and per lesion (hand-crafted + mirp's IBSI families). ``--without-foci`` adds
+a row without the small-foci channel (``--planner GLMILPlannerNoSmallFoci``) and prints the ratio.
 """
 
 from __future__ import annotations
@@ -113,6 +115,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--without-features", action="store_true",
                         help="also time glmil without the per-lesion radiomic features")
+    parser.add_argument("--without-foci", action="store_true",
+                        help="also time glmil without the small-foci channel and descriptor")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="glmil_bench_"))
@@ -137,12 +141,16 @@ def main() -> None:
                 [sys.executable, "-m", "glmil_auto.preprocessing.entry_points", "-d", name, "-np", str(workers),
                  "--no_progress", "-device", "cpu"], env)
             rows.append(("glmil_plan_and_preprocess", workers, n_cases, seconds, peak))
-            if args.without_features:
-                env_plain = dict(env, glmil_preprocessed=str(work / f"pre_plain_{workers}"))
+            variants = [("no lesion features", "GLMILPlannerNoLesionFeatures", args.without_features),
+                        ("no small foci", "GLMILPlannerNoSmallFoci", args.without_foci)]
+            for label, planner, wanted in variants:
+                if not wanted:
+                    continue
+                env_plain = dict(env, glmil_preprocessed=str(work / f"pre_{planner}_{workers}"))
                 seconds, peak = run_measured(
                     [sys.executable, "-m", "glmil_auto.preprocessing.entry_points", "-d", name, "-np", str(workers),
-                     "--no_progress", "-device", "cpu", "--planner", "GLMILPlannerNoLesionFeatures"], env_plain)
-                rows.append(("glmil_plan_and_preprocess, no lesion features", workers, n_cases, seconds, peak))
+                     "--no_progress", "-device", "cpu", "--planner", planner], env_plain)
+                rows.append((f"glmil_plan_and_preprocess, {label}", workers, n_cases, seconds, peak))
             nnunet = _nnunet_command()
             if nnunet:
                 env.update(nnUNet_raw=str(raw), nnUNet_preprocessed=str(work / f"nnunet_pre_{workers}"),
@@ -169,6 +177,12 @@ def main() -> None:
                 extra = with_features[0][3] - without[0][3]
                 print(f"workers={workers}: the lesion features cost {extra / n_cases:.3f} s per case, "
                       f"{extra * workers / max(n_lesions, 1):.3f} CPU-s per lesion ({n_lesions} lesions)")
+        for workers in args.workers:
+            with_foci = [r for r in rows if r[1] == workers and r[0] == "glmil_plan_and_preprocess"]
+            without = [r for r in rows if r[1] == workers and r[0].endswith("no small foci")]
+            if with_foci and without:
+                print(f"workers={workers}: with / without the small-foci channel = {with_foci[0][3] / without[0][3]:.2f}x "
+                      f"the time ({(with_foci[0][3] - without[0][3]) / n_cases:+.3f} s per case)")
         if not _nnunet_command():
             print("(nnunetv2 is not installed: pip install nnunetv2 to compare)")
     finally:

@@ -38,6 +38,7 @@ from glmil_auto.training.augmentation import (
 )
 from glmil_auto.training.bag_collation import collate_bags, instances_within_budget
 from glmil_auto.training.data_loader import GLMILDataLoader, case_targets
+from radiomic_inputs import global_channels
 
 NAME = "Dataset001_SynthBrainMets"
 N_CASES = 8
@@ -121,7 +122,7 @@ def test_batch_shapes_and_dtypes_follow_the_plans(data):
     local = plans["preprocessing"]["local"]
     b, n = batch["instance_mask"].shape
     assert b == 4 and 1 <= n <= local["max_instances"]
-    assert batch["global"].shape == (4, c1, *plans["preprocessing"]["global"]["input_shape"])
+    assert batch["global"].shape == (4, global_channels(plans), *plans["preprocessing"]["global"]["input_shape"])
     assert batch["instances"].shape == (4, n, len(local["scales"]), c1, *local["patch_size"])
     assert batch["instance_descriptors"].shape == (4, n, NUM_DESCRIPTORS)
     assert batch["clinical_values"].shape == (4, data["values"].shape[1])
@@ -389,7 +390,7 @@ def test_two_workers_yield_distinct_augmented_batches(data):
         augmenter._finish()
     plans = data["plans"]
     for batch in batches:
-        assert batch["global"].shape == (2, plans["num_input_channels"], *plans["preprocessing"]["global"]["input_shape"])
+        assert batch["global"].shape == (2, global_channels(plans), *plans["preprocessing"]["global"]["input_shape"])
         assert batch["global"].dtype == np.float32 and batch["global"].flags.c_contiguous
     # the two workers draw different cases or augmentations (seeds derived per worker)
     assert not np.array_equal(batches[0]["global"], batches[1]["global"])

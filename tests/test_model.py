@@ -13,7 +13,7 @@ from glmil_auto.experiment_planning.device_profile import DeviceProfile
 from glmil_auto.experiment_planning.fingerprint.extractor import DatasetFingerprintExtractor
 from glmil_auto.experiment_planning.plan_experiment import plan_experiment
 from glmil_auto.model import ABLATIONS, build_network
-from radiomic_inputs import add_radiomic_inputs
+from radiomic_inputs import add_radiomic_inputs, global_channels
 from glmil_auto.model.clinical_encoder import ClinicalEncoder, encode_clinical_table
 from glmil_auto.model.instance_encoder import NUM_DESCRIPTORS
 from glmil_auto.model.mil_pooling import GatedAttentionPooling, masked_softmax
@@ -50,7 +50,7 @@ def make_batch(plans, clinical_table, bag_sizes=(3, 1, 0), n_max=None, seed=0):
     for i, size in enumerate(bag_sizes):
         mask[i, :size] = True
     return add_radiomic_inputs({
-        "global": torch.randn(b, channels, *plans["preprocessing"]["global"]["input_shape"], generator=g),
+        "global": torch.randn(b, global_channels(plans), *plans["preprocessing"]["global"]["input_shape"], generator=g),
         "instances": torch.randn(b, n, len(local["scales"]), channels, *local["patch_size"], generator=g),
         "instance_mask": mask,
         "instance_descriptors": torch.randn(b, n, NUM_DESCRIPTORS, generator=g),
@@ -102,7 +102,7 @@ def test_bag_permutation_invariance(planned):
     permuted["instance_mask"] = batch["instance_mask"][0:1, order]
     if "instance_features" in batch:
         permuted["instance_features"] = batch["instance_features"][0:1, order]
-    for key in ("global", "clinical_values", "clinical_categories", "case_features"):
+    for key in ("global", "clinical_values", "clinical_categories", "case_features", "foci_responses"):
         if key in batch:
             permuted[key] = batch[key][0:1]
     single = {k: v[0:1] for k, v in batch.items()}
@@ -275,8 +275,15 @@ def test_untrained_network_is_the_clinical_offset(planned, mode):
     out = net(batch)
     inputs = net.clinical_encoder.encode_inputs(batch["clinical_values"], batch["clinical_categories"])
     volume_ml = torch.tensor([np.expm1([1.0, 2.0, 3.0]).sum(), np.expm1(4.0), 0.0], dtype=torch.float32) / 1000
+    foci = torch.zeros(3, 0)
+    if "foci_responses" in batch:  # the small-foci descriptor: count and summed response at or above the threshold
+        net.foci_threshold.fill_(5.0)
+        out = net(batch)
+        responses = batch["foci_responses"].numpy()
+        above = [[r for r in row if np.isfinite(r) and r >= 5.0] for row in responses]
+        foci = torch.tensor([[np.log1p(len(a)), np.log1p(sum(a))] for a in above], dtype=torch.float32)
     design = torch.cat([inputs, torch.log1p(torch.tensor([[3.0], [1.0], [0.0]])), torch.log1p(volume_ml)[:, None],
-                        batch.get("case_features", torch.zeros(3, 0))], 1)
+                        foci, batch.get("case_features", torch.zeros(3, 0))], 1)
     expected = design @ weight.t() + bias
     for i, endpoint in enumerate(plans["endpoints"]):
         value = (out.logits if endpoint["type"] == "binary" else out.log_risks)[endpoint["name"]]

@@ -101,6 +101,13 @@ def test_the_held_out_centre_is_predicted_with_every_column(trained, ensemble):
             assert sum(content["gate_weights"][endpoint]) == pytest.approx(1.0, abs=1e-4)
         for lesion in content["lesions"]:
             assert len(lesion["centroid_world_mm"]) == 3 and lesion["volume_mm3"] > 0
+        # the small-foci descriptor: the folds' thresholds and the candidates at or above their median
+        foci = content["small_foci"]
+        assert set(foci["fold_thresholds"]) == {"0", "1"} and foci["threshold"] >= 2.5
+        assert foci["threshold"] == pytest.approx(float(np.median(list(foci["fold_thresholds"].values()))))
+        assert foci["count"] == len(foci["foci"]) <= foci["n_candidates"]
+        assert all(f["response"] >= foci["threshold"] and len(f["world_mm"]) == 3 for f in foci["foci"])
+        assert foci["summed_response"] == pytest.approx(sum(f["response"] for f in foci["foci"]))
 
 
 def test_probabilities_are_recalibrated_with_the_out_of_fold_map(trained, ensemble):
@@ -377,7 +384,7 @@ def test_risk_groups_come_from_the_out_of_fold_predictions_of_the_checkpoint_use
 def test_explain_writes_shap_contributions_that_add_up_to_the_ensemble(trained, tmp_path, capsys):
     """--explain: every case's JSON has, per endpoint, every feature's SHAP value, largest first,
     adding up to the folds' mean logit (binary) or to the ensembled standardised risk (survival)."""
-    from glmil_auto.inference.shap_explanations import GLOBAL_FEATURE, LESION_FEATURE, LOCAL_FEATURE
+    from glmil_auto.inference.shap_explanations import FOCI_FEATURES, GLOBAL_FEATURE, LESION_FEATURE, LOCAL_FEATURE
 
     out = tmp_path / "explained"
     frame, failures = predict(trained, out, use_tta=False, explain=True)
@@ -390,7 +397,8 @@ def test_explain_writes_shap_contributions_that_add_up_to_the_ensemble(trained, 
         for name, block in explanation.items():
             contributions = block["contributions"]
             assert {c["feature"] for c in contributions} == {*features, "lesion count", "total lesion volume (mL)",
-                                                              GLOBAL_FEATURE, LOCAL_FEATURE, LESION_FEATURE}
+                                                              *FOCI_FEATURES, GLOBAL_FEATURE, LOCAL_FEATURE,
+                                                              LESION_FEATURE}
             magnitudes = [abs(c["shap"]) for c in contributions]
             assert magnitudes == sorted(magnitudes, reverse=True)
             assert block["base_value"] + sum(c["shap"] for c in contributions) == pytest.approx(

@@ -61,11 +61,19 @@ def test_writes_fingerprint_plans_and_every_case(env):
         assert len(cases) == n
         for case in cases:
             g, l, props = load_case(folder / "plans" / split, case)
-            assert g.shape == (3, *plans["preprocessing"]["global"]["input_shape"]) and g.dtype == np.float32
+            # [T1c, FLAIR, small foci, lesion mask]
+            assert g.shape == (4, *plans["preprocessing"]["global"]["input_shape"]) and g.dtype == np.float32
             assert l.shape == (props["n_instances"], len(local["scales"]), 3, *local["patch_size"])
             assert props["split"] == split and props["n_instances"] == min(props["n_lesions"], local["max_instances"])
             assert np.isfinite(g).all() and np.isfinite(l).all()
             assert 0.0 <= g[-1].min() and g[-1].max() <= 1.0 + 1e-6  # lesion-mask channel
+            foci = plans["preprocessing"]["small_foci"]
+            assert g[-2].min() == 0.0 and g[-2].max() <= foci["channel_clip"] / foci["channel_scale"] + 1e-6
+            assert not np.any(g[-2][g[-1] > 0.5])  # never on a lesion (the search region keeps its margin)
+            record = props["small_foci"]
+            assert len(record["candidates"]) <= foci["max_candidates"] <= 64 and record["decoys"] is not None
+            assert all(c["response"] >= foci["floor"] and c["blobness"] >= foci["min_blobness"]
+                       for c in record["candidates"])
     assert not list(folder.rglob(".tmp_*"))
 
 
@@ -337,7 +345,7 @@ def test_dataset_this_project_did_not_generate(handmade_dataset, tmp_path, monke
         assert len(list((folder / split).glob("*.json"))) == n
     g, l, props = load_case(folder / "Tr", "BraTS-MET-00001-000")
     # lesion labels 1 and 3 form two separate lesions; oedema (2) is not a lesion
-    assert props["n_lesions"] == 2 and g.shape[0] == 4 and l.shape[2] == 4
+    assert props["n_lesions"] == 2 and g.shape[0] == 5 and l.shape[2] == 4  # the global volume has the foci channel
 
 
 def test_command_lines(copy_env, capsys):

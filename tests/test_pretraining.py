@@ -30,6 +30,7 @@ from glmil_auto.synthetic import generate_synthetic_dataset
 from glmil_auto.training.augmentation import GaussianNoiseTransform, MirrorTransform, SpatialTransform
 from glmil_auto.training.run_training import run_training
 from glmil_auto.training.trainer import GLMILTrainer
+from radiomic_inputs import global_channels
 
 NAME = "Dataset001_SynthBrainMets"
 EXTRA = "Dataset002_SynthExtra"
@@ -185,7 +186,7 @@ def reference_shape(plans: dict, which: str) -> tuple[int, ...]:
     pre = plans["preprocessing"]
     channels = plans["num_input_channels"]
     if which == "global":
-        return (channels, *pre["global"]["input_shape"])
+        return (global_channels(plans), *pre["global"]["input_shape"])
     return (len(pre["local"]["scales"]), channels, *pre["local"]["patch_size"])
 
 

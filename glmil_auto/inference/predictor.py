@@ -126,6 +126,7 @@ class CasePrediction:
     properties: dict[str, Any] = field(default_factory=dict)
     explanation: dict[str, Any] | None = None  # SHAP per endpoint (explain=True)
     harmonisation: dict[str, Any] | None = None  # the centre used and, per fold, what was done
+    small_foci: dict[str, Any] | None = None  # the candidate foci above the folds' threshold (plans with small_foci)
 
     def to_json(self) -> dict[str, Any]:
         props = self.properties
@@ -136,6 +137,8 @@ class CasePrediction:
                    "skull_stripped": props.get("skull_stripped"), "warnings": self.warnings}
         if self.harmonisation is not None:
             content["harmonisation"] = self.harmonisation
+        if self.small_foci is not None:
+            content["small_foci"] = self.small_foci
         if self.explanation is not None:
             content["explanation"] = self.explanation
         return content
@@ -230,7 +233,8 @@ class GLMILPredictor:
         content = load_checkpoint(self.model.checkpoint(fold), map_location="cpu")
         self._checkpoint_metadata[fold] = dict(content.get("metadata", {}))
         mode = content.get("metadata", {}).get("network_mode", "full")
-        network = build_network(json.loads(content["plans"]), mode=mode)
+        overrides = content.get("metadata", {}).get("network_overrides", {})
+        network = build_network(json.loads(content["plans"]), mode=mode, **overrides)
         network.load_state_dict(content["network"])
         return network.to(self.device).eval()
 
@@ -396,10 +400,29 @@ class GLMILPredictor:
         return batch
 
     def _feature_arrays(self, properties: dict[str, Any], case_id: str, n_max: int) -> dict[str, np.ndarray]:
-        """``instance_features`` (1, n_max, L) and ``case_features`` (1, P) of a case's properties."""
+        """``instance_features`` (1, n_max, L), ``case_features`` (1, P) and ``foci_responses`` (1, M)
+        of a case's properties."""
         section = self.plans["preprocessing"].get("lesion_features")
-        extras = case_extras(properties, case_id, lesion_feature_names(section), (section or {}).get("case_features", []))
+        foci = int((self.plans["preprocessing"].get("small_foci") or {}).get("max_candidates", 0))
+        extras = case_extras(properties, case_id, lesion_feature_names(section), (section or {}).get("case_features", []),
+                             foci_candidates=foci)
         return collate_extras([extras], n_max)
+
+    def foci_summary(self, case: PreprocessedCase) -> dict[str, Any] | None:
+        """The case's small-foci descriptor for its JSON: each fold's threshold (noise units, fitted on its
+        training cases), and at their median the count, summed response and the foci themselves
+        (physical positions, ``world_mm`` as the image header's x, y, z); None for plans without small foci."""
+        if not self.plans["preprocessing"].get("small_foci"):
+            return None
+        from glmil_auto.model.foci_descriptor import foci_above
+
+        thresholds = {fold: float(network.foci_threshold) for fold, network in self.networks.items()}
+        threshold = float(np.median(list(thresholds.values())))
+        above = foci_above(case.properties, threshold, case.case_id)
+        used = {fold: bool(network.use_small_foci) for fold, network in self.networks.items()}
+        return {"threshold": threshold, "fold_thresholds": thresholds, "used_by_folds": used,
+                "count": len(above), "summed_response": float(sum(f["response"] for f in above)), "foci": above,
+                "n_candidates": int(case.properties["small_foci"]["n_candidates"])}
 
     def fold_feature_arrays(self, case: PreprocessedCase, centre: Any,
                             harmonisers: dict[str, FeatureHarmoniser] | None = None, n_max: int | None = None
@@ -510,7 +533,8 @@ class GLMILPredictor:
                                     self._lesion_table(case, attention, contribution, lesion_probability),
                                     {k: [float(x) for x in w] for k, w in gates.items()}, list(warnings),
                                     properties=case.properties,
-                                    harmonisation={"centre": centre_label(centre), "folds": harmonisation})
+                                    harmonisation={"centre": centre_label(centre), "folds": harmonisation},
+                                    small_foci=self.foci_summary(case))
         if gradcam_endpoints:
             prediction.gradcam = self.gradcam(case, batch, gradcam_endpoints, fold_batches)
         if explain:

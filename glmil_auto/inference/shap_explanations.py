@@ -5,7 +5,8 @@ experts, the heads and the clinical linear offset. Its "features" are
 
 - each clinical variable of the plans (numeric, binary or categorical: one feature each, with its
   missing indicator or one-hot block moving together),
-- the lesion count and the total lesion volume (the bag's size and burden),
+- the lesion count and the total lesion volume (the bag's size and burden), and with small foci
+  the count and summed response of the candidate foci above the fold's threshold,
 - ``image: global branch``, the whole-brain encoder's embedding, and ``image: lesion branch``,
   the attention-pooled embedding of the lesion patches (one endpoint-specific vector each);
 - ``lesions: radiomics and lesion scores`` (plans with stored radiomic features or any_lesion
@@ -42,6 +43,7 @@ GLOBAL_FEATURE = "image: global branch"
 LOCAL_FEATURE = "image: lesion branch"
 LESION_FEATURE = "lesions: radiomics and lesion scores"
 VOLUMETRIC_FEATURES = ("lesion count", "total lesion volume (mL)")
+FOCI_FEATURES = ("small-foci count", "small-foci summed response")  # plans with small_foci (foci_descriptor.py)
 EXACT_MAX_FEATURES = 12
 MAX_BACKGROUND = 50
 
@@ -53,7 +55,7 @@ class ExplanationInputs:
     case_ids: list[str]
     clinical_values: np.ndarray  # (n, F) float, NaN = missing
     clinical_categories: np.ndarray  # (n, C) int64, -1 = missing
-    volumetric: np.ndarray  # (n, 2) log1p(count), log1p(volume mL)
+    volumetric: np.ndarray  # (n, 2) log1p(count), log1p(volume mL); (n, 4) + the small-foci descriptor
     global_summary: np.ndarray | None  # (n, D)
     local_summary: np.ndarray | None  # (n, K, D)
     case_features: np.ndarray | None = None  # (n, P) stored patient aggregates of the radiomic features
@@ -116,6 +118,8 @@ def feature_names(clinical_features: Sequence[dict[str, Any]], network: Any) -> 
     names = [f["name"] for f in clinical_features if f["type"] in ("numeric", "binary")]
     names += [f["name"] for f in clinical_features if f["type"] == "categorical"]
     names += list(VOLUMETRIC_FEATURES)
+    if getattr(network, "n_volumetric", 2) > len(VOLUMETRIC_FEATURES):
+        names += list(FOCI_FEATURES)
     if network.use_global:
         names.append(GLOBAL_FEATURE)
     if network.use_local:
@@ -154,6 +158,7 @@ class _FusionFunction:
         self.case_feature_bank, self.survival_bank = as_bank(bank.case_features), as_bank(bank.lesion_survival)
         self.lesion_group = bank.has_lesion_group
         self.endpoint_names = list(endpoint_names)
+        self.n_volumetric = bank.volumetric.shape[1]  # count and volume (+ the small-foci descriptor)
 
     @torch.no_grad()
     def __call__(self, table: np.ndarray) -> np.ndarray:
@@ -161,8 +166,9 @@ class _FusionFunction:
         for start in range(0, len(table), self.chunk):
             part = torch.as_tensor(np.asarray(table[start:start + self.chunk], dtype=np.float32), device=self.device)
             f, c = self.n_values, self.n_categories
-            values, categories, volumetric = part[:, :f], part[:, f:f + c].round().long(), part[:, f + c:f + c + 2]
-            column = f + c + 2
+            v = self.n_volumetric
+            values, categories, volumetric = part[:, :f], part[:, f:f + c].round().long(), part[:, f + c:f + c + v]
+            column = f + c + v
             global_summary = local_summary = None
             if self.global_bank is not None:
                 global_summary = self.global_bank[part[:, column].round().long()]
@@ -227,7 +233,8 @@ def shap_values(network: Any, explained: ExplanationInputs, background: Explanat
 def display_values(inputs: ExplanationInputs, clinical_features: Sequence[dict[str, Any]],
                    names: Sequence[str]) -> list[list[Any]]:
     """Per case and feature, the value a reader recognises: the raw clinical value (None when
-    missing), the category's name, the lesion count, the volume in mL; None for image branches."""
+    missing), the category's name, the lesion count, the volume in mL (and the small-foci count and
+    summed response); None for image branches."""
     categorical = [f for f in clinical_features if f["type"] == "categorical"]
     rows = []
     for i in range(len(inputs)):
@@ -236,6 +243,8 @@ def display_values(inputs: ExplanationInputs, clinical_features: Sequence[dict[s
             index = int(inputs.clinical_categories[i, j])
             row.append(feature["categories"][index] if 0 <= index < len(feature["categories"]) else None)
         row += [int(round(float(np.expm1(inputs.volumetric[i, 0])))), float(np.expm1(inputs.volumetric[i, 1]))]
+        if inputs.volumetric.shape[1] > len(VOLUMETRIC_FEATURES):  # the small-foci count and summed response
+            row += [int(round(float(np.expm1(inputs.volumetric[i, 2])))), float(np.expm1(inputs.volumetric[i, 3]))]
         row += [None] * (len(names) - len(row))
         rows.append(row)
     return rows

@@ -76,6 +76,12 @@ def network_config(plans: dict[str, Any], mode: str = "full", **overrides: Any) 
         "n_lesion_features": len(lesion_feature_names(lesion_section)),
         "n_case_features": len(lesion_section.get("case_features", [])) if lesion_section else 0,
     }
+    foci = plans["preprocessing"].get("small_foci")
+    if foci:  # the global volume's foci channel and the per-case descriptor (foci_descriptor.py)
+        from glmil_auto.preprocessing.foci_channel import foci_channel_index, global_input_channels
+
+        config.update(global_in_channels=global_input_channels(plans), foci_channel=foci_channel_index(plans),
+                      foci_candidates=int(foci["max_candidates"]), use_small_foci=True)
     config.update(overrides)
     return config
 
@@ -97,7 +103,8 @@ def build_encoders(network: GLMILMoE, config: dict[str, Any]) -> None:
                                            "first_stride": config["global_first_stride"]}):
         torch.random.set_rng_state(rng)
         cls = locate_class(spec["network_class_name"], nn.Module)
-        network.global_encoder = cls(**common, **spec["arch_kwargs"])
+        network.global_encoder = cls(**{**common, "in_channels": config.get("global_in_channels", config["in_channels"])},
+                                     **spec["arch_kwargs"])
     spec = config["local_encoder"]
     if network.use_local and not _is_default(spec, DEFAULT_LOCAL_ENCODER, {"features_per_stage": config["local_features"]}):
         cls = locate_class(spec["network_class_name"], nn.Module)

@@ -32,6 +32,7 @@ from torch.utils._pytree import tree_map
 
 from glmil_auto.model.builder import build_network, network_config
 from glmil_auto.model.instance_encoder import NUM_DESCRIPTORS
+from glmil_auto.preprocessing.foci_channel import global_input_channels
 from glmil_auto.utilities.class_lookup import locate_class
 
 # ops that CUDA autocast runs in the low-precision dtype (the ones that carry the activations here)
@@ -114,8 +115,11 @@ def meta_batch(plans: dict[str, Any], batch_size: int, instances_per_bag: int, d
     if section:  # the stored radiomic features the starting point reads
         radiomics = {"instance_features": torch.zeros(b, n, len(lesion_feature_names(section)), device=device),
                      "case_features": torch.zeros(b, len(section.get("case_features", [])), device=device)}
+    foci = plans["preprocessing"].get("small_foci")
+    if foci:  # the small-foci candidates the descriptor reads
+        radiomics["foci_responses"] = torch.zeros(b, int(foci["max_candidates"]), device=device)
     return {**radiomics,
-        "global": torch.zeros(b, channels, *plans["preprocessing"]["global"]["input_shape"], device=device),
+        "global": torch.zeros(b, global_input_channels(plans), *plans["preprocessing"]["global"]["input_shape"], device=device),
         "instances": torch.zeros(b, n, len(local["scales"]), channels, *local["patch_size"], device=device),
         "instance_mask": torch.ones(b, n, dtype=torch.bool, device=device),
         "instance_descriptors": torch.zeros(b, n, NUM_DESCRIPTORS, device=device),
@@ -133,7 +137,7 @@ def meta_network(plans: dict[str, Any], mode: str = "full") -> torch.nn.Module:
 
 
 _REST_KEYS = ("mode", "embedding_dim", "expert_hidden_dim", "num_experts", "top_k", "noisy_gating",
-              "clinical_features", "endpoints")
+              "clinical_features", "endpoints", "foci_candidates")
 
 
 class TrainingMemoryMeter:
@@ -153,7 +157,8 @@ class TrainingMemoryMeter:
         self.dtype = mixed_precision_dtype
         config = network_config(plans, mode)
         dtype_name = str(mixed_precision_dtype)
-        global_key = json.dumps([config["global_encoder"], config["in_channels"], config["embedding_dim"],
+        global_key = json.dumps([config["global_encoder"], config.get("global_in_channels", config["in_channels"]),
+                                 config["embedding_dim"],
                                  plans["preprocessing"]["global"]["input_shape"], dtype_name], sort_keys=True)
         local_key = json.dumps([config["local_encoder"], config["in_channels"], config["embedding_dim"], config["n_scales"],
                                 plans["preprocessing"]["local"]["patch_size"], dtype_name], sort_keys=True)
@@ -172,8 +177,12 @@ class TrainingMemoryMeter:
         self.largest_global_map, self.largest_instance_map, self.largest_rest_map = g_largest, l_largest, r_largest
         local = plans["preprocessing"]["local"]
         channels = int(plans["num_input_channels"])
-        self.global_input_bytes = 4 * channels * _prod(plans["preprocessing"]["global"]["input_shape"]) if use_global else 0
+        self.global_input_bytes = 4 * global_input_channels(plans) * _prod(plans["preprocessing"]["global"]["input_shape"]) if use_global else 0
         self.instance_input_bytes = 4 * len(local["scales"]) * channels * _prod(local["patch_size"]) if use_local else 0
+        # float32 on the CPU: oneDNN may hold a reordered (blocked-layout) copy of the global volume for
+        # the first convolution, depending on its channel count (measured for the default encoder at
+        # batch 4: 3 -> 4 channels, the foci channel, adds 14 MiB where the input itself grows 3 MiB)
+        self.first_convolution_copy_bytes = self.global_input_bytes if mixed_precision_dtype is None else 0
 
     def estimate(self, batch_size: int, instances: int, largest_bag: int | None = None) -> MemoryEstimate:
         """Memory of a training step on ``batch_size`` bags holding ``instances`` real instances in
@@ -187,7 +196,7 @@ class TrainingMemoryMeter:
             activation_bytes=b * self.bag_bytes + int(instances) * self.instance_bytes,
             input_bytes=b * self.global_input_bytes + padded * self.instance_input_bytes,
             workspace_bytes=2 * max(b * self.largest_global_map, int(instances) * self.largest_instance_map,
-                                    self.largest_rest_map),
+                                    self.largest_rest_map) + b * self.first_convolution_copy_bytes,
         )
 
 

@@ -4,7 +4,7 @@ The batch is a dictionary (the data loader builds it; tests build it by hand):
 
 | key | shape | dtype | meaning |
 | --- | --- | --- | --- |
-| ``global`` | (B, C+1, Z, Y, X) | float | the global volume, lesion mask last |
+| ``global`` | (B, C+1, Z, Y, X) | float | the global volume, lesion mask last (C+2 with the small-foci channel before it) |
 | ``instances`` | (B, N, S, C+1, pz, py, px) | float | lesion patches, padded to N per batch |
 | ``instance_mask`` | (B, N) | bool | True for real instances, False for padding |
 | ``instance_descriptors`` | (B, N, D) | float | ``instance_encoder.DESCRIPTOR_NAMES``: log1p(volume mm3), depth / 10 mm, position in the head |
@@ -12,6 +12,7 @@ The batch is a dictionary (the data loader builds it; tests build it by hand):
 | ``clinical_categories`` | (B, K) | long | category index per categorical feature, -1 = missing |
 | ``instance_features`` | (B, N, L) | float | stored radiomic features per lesion, NaN = undefined (plans with lesion features) |
 | ``case_features`` | (B, P) | float | their stored patient aggregates (plans with lesion features) |
+| ``foci_responses`` | (B, M) | float | the case's small-foci candidate responses, NaN-padded (plans with ``small_foci``) |
 
 Variants (``mode``): ``full`` (global + local + clinical, mixture of experts), ``global_only`` and
 ``local_only`` (one image branch removed), ``concat`` (both branches, one MLP instead of the
@@ -37,6 +38,7 @@ from torch import nn
 
 from glmil_auto.model.clinical_encoder import ClinicalEncoder
 from glmil_auto.model.clinical_offset import VOLUMETRIC_DESIGN_NAMES, volumetric_design
+from glmil_auto.model.foci_descriptor import FOCI_DESCRIPTOR_NAMES, foci_descriptor
 from glmil_auto.model.global_encoder import MaskGuidedGlobalEncoder
 from glmil_auto.model.heads import EndpointHeads
 from glmil_auto.model.instance_encoder import InstanceEncoder
@@ -71,8 +73,18 @@ class GLMILMoE(nn.Module):
         dim, dropout, k = config["embedding_dim"], config["dropout"], len(self.endpoints)
         self.use_global = self.mode in ("full", "global_only", "concat")
         self.use_local = self.mode in ("full", "local_only", "concat")
+        # the small-foci path (plans with ``small_foci``): the global volume's foci channel and the
+        # per-case descriptor (``foci_descriptor.py``); ``use_small_foci=False`` (the noFociChannel
+        # ablation) zeroes both, keeping every shape
+        self.n_foci_candidates = int(config.get("foci_candidates", 0))
+        self.foci_channel = config.get("foci_channel")
+        self.use_small_foci = bool(config.get("use_small_foci", True))
+        self.n_volumetric = len(VOLUMETRIC_DESIGN_NAMES) + (len(FOCI_DESCRIPTOR_NAMES) if self.n_foci_candidates else 0)
+        if self.n_foci_candidates:
+            # fitted per fold on the training cases' decoys (the trainer); +inf until then: no focus counts
+            self.register_buffer("foci_threshold", torch.tensor(float("inf")))
         self.global_encoder = (
-            MaskGuidedGlobalEncoder(config["in_channels"], config["global_features"], dim, dropout,
+            MaskGuidedGlobalEncoder(config.get("global_in_channels", config["in_channels"]), config["global_features"], dim, dropout,
                                     config.get("global_first_stride", 1)) if self.use_global else None
         )
         if self.use_local:
@@ -82,11 +94,11 @@ class GLMILMoE(nn.Module):
         self.n_lesion_features = int(config.get("n_lesion_features", 0))
         self.n_case_features = int(config.get("n_case_features", 0))
         self.lesion_endpoints = tuple(i for i, e in enumerate(self.endpoints) if e.get("aggregation") == "any_lesion")
-        self.offset = StartingPoint(self.clinical_encoder.input_dim + len(VOLUMETRIC_DESIGN_NAMES), k,
+        self.offset = StartingPoint(self.clinical_encoder.input_dim + self.n_volumetric, k,
                                     self.n_case_features, self.n_lesion_features, self.lesion_endpoints)
         # + log1p(lesion count) and log1p(total volume): attention pooling averages, so the bag's size
         # and burden must be given explicitly
-        fused_dim = dim * (1 + int(self.use_global) + int(self.use_local)) + len(VOLUMETRIC_DESIGN_NAMES)
+        fused_dim = dim * (1 + int(self.use_global) + int(self.use_local)) + self.n_volumetric
         if self.mode in ("concat", "clinical_only"):
             self.fusion = nn.Sequential(nn.Linear(fused_dim, config["expert_hidden_dim"]), nn.LeakyReLU(0.01),
                                         nn.Dropout(dropout), nn.Linear(config["expert_hidden_dim"], dim), nn.LeakyReLU(0.01))
@@ -102,14 +114,38 @@ class GLMILMoE(nn.Module):
                                if self.use_local and self.lesion_endpoints else None)
 
     def offset_design(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The starting point's clinical design ``z`` (B, clinical inputs + 2) of a batch: the
-        clinical encoder's inputs, log1p(lesion count), log1p(total volume mL) (``clinical_offset.py``)."""
+        """The starting point's clinical design ``z`` (B, clinical inputs + 2, + 2 with small foci)
+        of a batch: the clinical encoder's inputs, log1p(lesion count), log1p(total volume mL)
+        (``clinical_offset.py``) and, with small foci, log1p(count) and log1p(summed response) of the
+        candidates above the fold's threshold (``foci_descriptor.py``)."""
         clinical_inputs = self.clinical_encoder.encode_inputs(batch["clinical_values"], batch["clinical_categories"])
         if "instance_mask" not in batch:  # a batch without a bag (e.g. global-only experiments): no lesion terms
-            no_lesion_terms = clinical_inputs.new_zeros((clinical_inputs.shape[0], len(VOLUMETRIC_DESIGN_NAMES)))
-            return torch.cat([clinical_inputs, no_lesion_terms], dim=1)
-        volumetric = volumetric_design(batch["instance_mask"], batch["instance_descriptors"])
-        return torch.cat([clinical_inputs, volumetric], dim=1)
+            volumetric = clinical_inputs.new_zeros((clinical_inputs.shape[0], len(VOLUMETRIC_DESIGN_NAMES)))
+        else:
+            volumetric = volumetric_design(batch["instance_mask"], batch["instance_descriptors"])
+        parts = [clinical_inputs, volumetric]
+        if self.n_foci_candidates:
+            parts.append(self.foci_terms(batch))
+        return torch.cat(parts, dim=1)
+
+    def foci_terms(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, 2) the small-foci descriptor (zeros with ``use_small_foci=False``)."""
+        b = batch["clinical_values"].shape[0]
+        if not self.use_small_foci:
+            return batch["clinical_values"].new_zeros((b, len(FOCI_DESCRIPTOR_NAMES)), dtype=torch.float32)
+        if "foci_responses" not in batch:
+            raise KeyError("the batch lacks 'foci_responses': these plans have a small-foci channel, and the "
+                           "starting point reads each case's candidates (re-run glmil_preprocess)")
+        return foci_descriptor(batch["foci_responses"], self.foci_threshold)
+
+    def global_volume(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The batch's global volume as the global encoder reads it (the foci channel zeroed with
+        ``use_small_foci=False``)."""
+        volume = batch["global"]
+        if self.foci_channel is not None and not self.use_small_foci:
+            volume = volume.clone()
+            volume[:, int(self.foci_channel)] = 0
+        return volume
 
     def case_features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, P) stored patient aggregates of the radiomic features ((B, 0) for plans without them)."""
@@ -149,7 +185,7 @@ class GLMILMoE(nn.Module):
         lesion branch's per-endpoint pooled embedding (B, K, D) (None where a branch is absent),
         the attention weights per endpoint and the any_lesion endpoints' lesion logits (B, A, N)
         (None without such endpoints)."""
-        global_summary = self.global_encoder(batch["global"]).float() if self.use_global else None
+        global_summary = self.global_encoder(self.global_volume(batch)).float() if self.use_global else None
         local_summary, attention, instances = None, {}, None
         if self.use_local:
             mask = batch["instance_mask"].bool()
@@ -170,8 +206,9 @@ class GLMILMoE(nn.Module):
         return out
 
     def volumetric_inputs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """(B, 2) log1p(lesion count), log1p(total lesion volume mL) of the bag (zeros without one)."""
-        return self.offset_design(batch)[:, -len(VOLUMETRIC_DESIGN_NAMES):]
+        """(B, 2) log1p(lesion count), log1p(total lesion volume mL) of the bag (zeros without one);
+        (B, 4) with the small-foci descriptor after them."""
+        return self.offset_design(batch)[:, -self.n_volumetric:]
 
     def fuse(self, global_summary: torch.Tensor | None, local_summary: torch.Tensor | None,
              clinical_values: torch.Tensor, clinical_categories: torch.Tensor, volumetric: torch.Tensor,

@@ -7,8 +7,8 @@ prepared differently from what it was trained on.
 Steps: canonical orientation (axis swaps and flips, exact) -> skull-stripping detection (when the
 plans ask for it) -> head mask and its depth map -> brain region (for a skull-stripped case all
 three come from the nonzero region, see :mod:`glmil_auto.imaging.case_regions`) -> per-channel
-normalisation -> global volume (channels + lesion-mask channel) on an isotropic grid centred on
-the head -> lesion instances (26-connected components), the largest ``max_instances`` kept -> for
+normalisation -> global volume (channels, the small-foci channel when the plans have one, and the
+lesion-mask channel) on an isotropic grid centred on the head -> lesion instances (26-connected components), the largest ``max_instances`` kept -> for
 every kept lesion and every context scale, a patch centred on its centroid (channels + that
 lesion's own mask), padded with the background level at the borders.
 """
@@ -60,7 +60,7 @@ class CasePreprocessor:
         self, images: np.ndarray, lesion_mask: np.ndarray, geometry: Geometry, case_id: str,
         lesion_rows: Any = None, lesion_file: str | None = None,
     ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-        """Returns ``global (C+1, Z, Y, X)``, ``local (N, S, C+1, pz, py, px)`` (float32) and properties.
+        """Returns ``global (C+1, Z, Y, X)`` (``C+2`` with the small-foci channel), ``local (N, S, C+1, pz, py, px)`` (float32) and properties.
 
         ``lesion_rows``: the case's rows of the raw dataset's lesion table (``lesionsTr.csv``, typed by
         :func:`glmil_auto.dataset.lesion_outcomes.read_lesion_table`) or None; each lesion's
@@ -86,6 +86,10 @@ class CasePreprocessor:
         background = [stats[str(c)]["background"] for c in range(normalised.shape[0])]
 
         global_array, global_geometry, box = self._global_volume(normalised, mask_c, canonical, head, background)
+        foci_record = None
+        if self.config.get("small_foci"):  # [images, foci, mask]: the foci channel goes before the mask
+            foci, foci_record = self._foci(images_c, canonical, brain, mask_c, global_geometry)
+            global_array = np.concatenate([global_array[:-1], foci[None], global_array[-1:]])
         labelled, lesions = find_lesion_instances(mask_c, canonical)
         kept = self._keep(lesions, case_id)
         local_array, patch_geometries = self._patches(normalised, labelled, lesions, kept, canonical, background)
@@ -124,6 +128,8 @@ class CasePreprocessor:
         }
         if features is not None:
             properties["case_features"] = features["case"]
+        if foci_record is not None:
+            properties["small_foci"] = foci_record
         return global_array, local_array, properties
 
     # -------------------------------------------------------------- lesion outcomes and features
@@ -158,6 +164,17 @@ class CasePreprocessor:
         aggregates = patient_features(frame, [case_id], names).iloc[0]
         case = {n: json_float(aggregates[n]) for n in section["case_features"]}
         return {"lesions": per_lesion, "case": case}
+
+    # -------------------------------------------------------------- small foci
+    def _foci(self, images: np.ndarray, canonical: Geometry, brain: np.ndarray, mask: np.ndarray, target: Geometry
+              ) -> tuple[np.ndarray, dict[str, Any]]:
+        """The foci channel on the global grid and the case's candidates (``foci_channel.py``),
+        from the reference channel before normalisation (the detector works in the case's own
+        noise units, so only the image's noise matters)."""
+        from glmil_auto.preprocessing.foci_channel import foci_channel_and_record
+
+        section = self.config["small_foci"]
+        return foci_channel_and_record(images[int(section["reference_channel"])], canonical, brain, mask, target, section)
 
     # -------------------------------------------------------------- global volume
     def _global_volume(

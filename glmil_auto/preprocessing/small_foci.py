@@ -288,7 +288,7 @@ class FociSettings:
 
 @dataclass
 class CaseFoci:
-    response: np.ndarray  # float32 (Z, Y, X), noise units, 0 outside the search region
+    response: np.ndarray  # float32 (Z, Y, X), noise units, 0 outside the candidates' balls (and the search region)
     foci: list[Focus]  # bright candidates at or above the floor with enough blobness, highest first
     decoys: list[float]  # the same for dark blobs: the null sample of the threshold
     noise_scale: list[float]  # per radius, the 1.4826 MAD the response was divided by (intensity units)
@@ -305,7 +305,8 @@ def case_foci(image: np.ndarray, geometry: Geometry, brain: np.ndarray, lesion_m
     """The detector on one canonical reference channel (T1c): response, candidates and decoys.
 
     Everything is computed on the brain's bounding box, widened by the filters' reach and the
-    lesion margin; the response is returned on the whole grid (0 outside the search region)."""
+    lesion margin; the response is returned on the whole grid, within each accepted candidate's
+    radius of it (0 elsewhere: :func:`around_candidates`)."""
     from glmil_auto.imaging.head_mask import bounding_box
 
     spacing = np.asarray(geometry.spacing_zyx, dtype=float)
@@ -330,5 +331,20 @@ def case_foci(image: np.ndarray, geometry: Geometry, brain: np.ndarray, lesion_m
     decoys = [f.response for f in candidates(-1.0)]
     bright, _ = strongest(responses)
     full = np.zeros(np.shape(image), dtype=np.float32)
-    full[crop] = np.where(region, np.maximum(bright, 0.0), 0.0)
+    full[crop] = np.where(region & around_candidates(foci, start, sub.shape, spacing), np.maximum(bright, 0.0), 0.0)
     return CaseFoci(full, foci, decoys, scales)
+
+
+def around_candidates(foci: Sequence[Focus], start_zyx: Sequence[int], shape_zyx: Sequence[int],
+                      spacing_zyx: Sequence[float]) -> np.ndarray:
+    """Voxels (of the crop at ``start_zyx``) within each accepted candidate's radius of it: the only
+    places where the response enters the channel, so that edges, ridges and sheets (vessels, dura,
+    the brain's own boundary), which are no blob-like local maxima, leave it empty."""
+    out = np.zeros(tuple(shape_zyx), dtype=bool)
+    for radius in sorted({f.radius_mm for f in foci}):
+        centres = np.zeros(tuple(shape_zyx), dtype=bool)
+        for focus in foci:
+            if focus.radius_mm == radius:
+                centres[tuple(int(i - a) for i, a in zip(focus.index_zyx, start_zyx))] = True
+        out |= _within(centres, radius, spacing_zyx)
+    return out

@@ -40,7 +40,7 @@ def architecture_block(plans: dict[str, Any]) -> dict[str, Any]:
     channels (names and count), both encoders' classes and arch_kwargs, the embedding width, the
     global volume's shape and spacing, the lesion patch size, spacing and context scales."""
     pre = plans["preprocessing"]
-    return {
+    block = {
         "channel_names": {str(k): v for k, v in plans.get("channel_names", {}).items()},
         "num_input_channels": plans["num_input_channels"],
         "model": plans["model"],
@@ -49,6 +49,10 @@ def architecture_block(plans: dict[str, Any]) -> dict[str, Any]:
         "local": {"patch_size": pre["local"]["patch_size"], "target_spacing": pre["local"]["target_spacing"],
                   "scales": pre["local"]["scales"]},
     }
+    if pre.get("small_foci"):  # the global volume's foci channel (plans without it keep their old hash)
+        block["small_foci"] = {k: pre["small_foci"][k] for k in ("reference_channel", "radii_mm", "channel_clip",
+                                                                  "channel_scale", "floor")}
+    return block
 
 
 def architecture_sha256(plans: dict[str, Any]) -> str:

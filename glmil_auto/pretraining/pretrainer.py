@@ -41,6 +41,7 @@ from tqdm import tqdm
 
 from glmil_auto.experiment_planning.plans_io import plans_hash
 from glmil_auto.model import build_network
+from glmil_auto.preprocessing.foci_channel import global_input_channels
 from glmil_auto.pretraining.heads import ProjectionHead, ReconstructionDecoder
 from glmil_auto.pretraining.losses import masked_reconstruction_loss, nt_xent_loss
 from glmil_auto.pretraining.masking import block_mask, hide
@@ -54,7 +55,7 @@ from glmil_auto.pretraining.views import OneView, TwoViews, view_transforms
 from glmil_auto.training.augmentation import make_augmenter, shutdown_augmenter
 from glmil_auto.training.checkpointing import load_checkpoint, save_checkpoint
 from glmil_auto.utilities.atomic_files import write_json_atomic
-from glmil_auto.utilities.mixed_precision import autocast, needs_grad_scaler
+from glmil_auto.utilities.mixed_precision import autocast, denormals_flushed, needs_grad_scaler
 
 logger = logging.getLogger(__name__)
 BRANCHES = ("global", "instances")
@@ -96,7 +97,7 @@ class GLMILPretrainer:
         self.transforms = (TwoViews if self.method == "contrastive" else OneView)(view_transforms(self.plans))
         pre = self.plans["preprocessing"]
         channels = int(self.plans["num_input_channels"])  # the image channels + the lesion mask
-        self.global_shape = (channels, *pre["global"]["input_shape"])
+        self.global_shape = (global_input_channels(self.plans), *pre["global"]["input_shape"])
         self.instance_shape = (len(pre["local"]["scales"]), channels, *pre["local"]["patch_size"])
         self.was_initialized = True
 
@@ -105,14 +106,15 @@ class GLMILPretrainer:
         if self.method == "contrastive":
             return nn.ModuleDict({b: ProjectionHead(self._representation_width(b), s["projection_hidden_dim"],
                                                     s["projection_dim"]) for b in BRANCHES})
-        channels = int(self.plans["num_input_channels"]) - 1  # the image channels (the mask is not painted in)
+        # what is painted in: every channel but the mask (the global volume's small-foci channel too)
+        painted = {"global": global_input_channels(self.plans) - 1, "instances": int(self.plans["num_input_channels"]) - 1}
         decoders = {}
         for branch, encoder in (("global", self.global_encoder), ("instances", self.instance_encoder)):
             inner = getattr(encoder, "encoder", None)
             if inner is None or not hasattr(inner, "features_per_stage"):
                 raise ValueError(f"the masked method needs the {branch} encoder to expose its ResidualEncoder3d as "
                                  f"`.encoder` ({type(encoder).__name__} does not); use --method contrastive")
-            decoders[branch] = ReconstructionDecoder(list(inner.features_per_stage), channels)
+            decoders[branch] = ReconstructionDecoder(list(inner.features_per_stage), painted[branch])
         return nn.ModuleDict(decoders)
 
     def _representation_width(self, branch: str) -> int:
@@ -120,7 +122,7 @@ class GLMILPretrainer:
         pre = self.plans["preprocessing"]
         channels = int(self.plans["num_input_channels"])
         if branch == "global":
-            probe = torch.zeros((1, channels, *pre["global"]["input_shape"]), device="meta")
+            probe = torch.zeros((1, global_input_channels(self.plans), *pre["global"]["input_shape"]), device="meta")
         else:
             probe = torch.zeros((1, 1, len(pre["local"]["scales"]), channels, *pre["local"]["patch_size"]), device="meta")
         encoder = self.global_encoder if branch == "global" else self.instance_encoder
@@ -209,6 +211,10 @@ class GLMILPretrainer:
     def run(self, until_epoch: int | None = None, progress: bool = True) -> Path:
         """Pretrain to the planned number of epochs (or stop after ``until_epoch``, as an interrupted
         run would) and return the final checkpoint's path (the latest one when stopped early)."""
+        with denormals_flushed(self.device):
+            return self._run(until_epoch, progress)
+
+    def _run(self, until_epoch: int | None, progress: bool) -> Path:
         if not self.was_initialized:
             self.initialize()
         self.output_folder.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,8 @@ Choices (the why is in documentation/training_data.md):
 - one spatial transform per lesion for all of its scales (the scales are concentric views of the
   same anatomy), independent between lesions and from the global volume;
 - intensity parameters drawn per image channel, shared by the scales of a lesion; the lesion-mask
-  channel (the last) is never intensity-augmented and stays in [0, 1] after spatial transforms;
+  channel (the last) is never intensity-augmented and stays in [0, 1] after spatial transforms, and
+  neither is the global volume's small-foci channel (before the mask; spatial transforms move it);
 - left-right mirroring drawn independently for the global volume and for every lesion (the network
   never relates a patch to its position in the global volume, and the descriptors are mirror-invariant).
 
@@ -48,6 +49,7 @@ from batchgenerators.dataloading.multi_threaded_augmenter import MultiThreadedAu
 from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
 from batchgenerators.transforms.abstract_transforms import AbstractTransform, Compose
 
+from glmil_auto.preprocessing.foci_channel import image_channel_count
 from glmil_auto.training.data_loader import use_fork_safe_blosc2
 from glmil_auto.training.torch_resampling import (
     OneTorchThreadPerWorker,
@@ -212,8 +214,13 @@ class MirrorTransform(BagTransform):
 # ---------------------------------------------------------------------- intensity
 class IntensityTransform(BagTransform):
     """Applied with probability ``p_per_sample`` to a sample, then to each image channel (never the
-    lesion mask) with ``p_per_channel``; :meth:`apply` receives that channel's ``(G, *spatial)``
+    lesion mask, nor the global volume's small-foci channel) with ``p_per_channel``; :meth:`apply` receives that channel's ``(G, *spatial)``
     stack, so one draw of the parameters serves every scale of a lesion."""
+
+    # the image channels (the first ones); None: every channel but the last (the lesion mask). The
+    # global volume's small-foci channel sits between them and the mask and is never intensity-augmented:
+    # get_training_transforms sets this from the plans
+    image_channels: int | None = None
 
     def __init__(self, target: str, p_per_sample: float, p_per_channel: float = 1.0):
         super().__init__(target)
@@ -223,7 +230,7 @@ class IntensityTransform(BagTransform):
         raise NotImplementedError
 
     def augment(self, samples: np.ndarray) -> np.ndarray:
-        n_images = samples.shape[2] - 1
+        n_images = samples.shape[2] - 1 if self.image_channels is None else int(self.image_channels)
         for i in range(samples.shape[0]):
             if np.random.uniform() < self.p_per_sample:
                 for c in range(n_images):
@@ -355,7 +362,8 @@ class ContiguousArraysTransform(AbstractTransform):
 
     DTYPES = {"global": np.float32, "instances": np.float32, "instance_mask": np.bool_,
               "instance_descriptors": np.float32, "clinical_values": np.float32, "clinical_categories": np.int64,
-              "instance_features": np.float32, "case_features": np.float32, "instance_outcomes": np.float32}
+              "instance_features": np.float32, "case_features": np.float32, "instance_outcomes": np.float32,
+              "foci_responses": np.float32}
 
     def __call__(self, **data_dict: Any) -> dict[str, Any]:
         for key, dtype in self.DTYPES.items():
@@ -418,6 +426,9 @@ def get_training_transforms(plans: dict[str, Any], probabilities: dict[str, floa
     transforms += both(lambda t, s: GammaTransform(t, intensity["gamma"], False, p["gamma"]))
     if p["mirror"] > 0:
         transforms += both(lambda t, s: MirrorTransform(t, s.get("mirror_axes", [])))
+    for transform in transforms:  # the image channels only (not the small-foci channel, not the mask)
+        if isinstance(transform, IntensityTransform) and "num_input_channels" in plans:
+            transform.image_channels = image_channel_count(plans)
     transforms.append(ContiguousArraysTransform())
     return Compose(transforms)
 

@@ -98,11 +98,20 @@ def instance_outcomes(properties: dict[str, Any], endpoints: Sequence[str], case
 
 
 def case_extras(properties: dict[str, Any], case: str, lesion_feature_names: Sequence[str],
-                case_feature_names: Sequence[str], lesion_endpoints: Sequence[str] = ()) -> dict[str, np.ndarray]:
+                case_feature_names: Sequence[str], lesion_endpoints: Sequence[str] = (),
+                foci_candidates: int = 0) -> dict[str, np.ndarray]:
     """A case's per-instance radiomic features (``instance_features``), their patient aggregates
-    (``case_features``) and, for the given any_lesion endpoints, its lesion-level outcomes
-    (``instance_outcomes``): what the loader and the predictor add to the bag."""
+    (``case_features``), for the given any_lesion endpoints its lesion-level outcomes
+    (``instance_outcomes``) and, with ``foci_candidates``, its small-foci candidate responses
+    (``foci_responses``): what the loader and the predictor add to the bag."""
     extras: dict[str, np.ndarray] = {}
+    if foci_candidates:
+        from glmil_auto.model.foci_descriptor import FociRecordError, candidate_responses
+
+        try:
+            extras["foci_responses"] = candidate_responses(properties, foci_candidates, case)
+        except FociRecordError as exc:
+            raise DatasetError(str(exc)) from exc
     if lesion_feature_names:
         extras["instance_features"] = instance_features(properties, lesion_feature_names, case)
     if case_feature_names:
@@ -112,12 +121,15 @@ def case_extras(properties: dict[str, Any], case: str, lesion_feature_names: Seq
     return extras
 
 
+CASE_LEVEL_EXTRAS = ("case_features", "foci_responses")  # one row per case; the other extras are per instance
+
+
 def collate_extras(extras: Sequence[dict[str, np.ndarray]], n_max: int) -> dict[str, np.ndarray]:
     """Batch arrays of :func:`case_extras`: per-instance arrays padded to ``n_max`` (NaN), the
     case aggregates stacked."""
     out: dict[str, np.ndarray] = {}
     for key in extras[0] if extras else ():
-        if key == "case_features":
+        if key in CASE_LEVEL_EXTRAS:
             out[key] = np.stack([e[key] for e in extras]).astype(np.float32)
         else:
             out[key] = pad_instance_arrays([e[key] for e in extras], n_max)

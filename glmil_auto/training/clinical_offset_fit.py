@@ -106,6 +106,11 @@ def offset_design_matrix(network: torch.nn.Module, clinical_values: np.ndarray, 
         batch = {"clinical_values": torch.as_tensor(np.asarray(clinical_values[i : i + 1], dtype=np.float32)),
                  "clinical_categories": torch.as_tensor(np.asarray(clinical_categories[i : i + 1], dtype=np.int64)),
                  "instance_mask": torch.as_tensor(mask), "instance_descriptors": torch.as_tensor(descriptors)}
+        if getattr(network, "n_foci_candidates", 0):  # the small-foci descriptor's candidates
+            from glmil_auto.model.foci_descriptor import candidate_responses
+
+            batch["foci_responses"] = torch.as_tensor(
+                candidate_responses(properties, network.n_foci_candidates, str(properties.get("case_id")))[None])
         batch = {k: v.to(network.offset.weight.device) for k, v in batch.items()}
         rows.append(network.offset_design(batch).cpu().numpy()[0])
     return np.asarray(rows, dtype=float)

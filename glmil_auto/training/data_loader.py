@@ -6,7 +6,7 @@ documentation/training_data.md) as numpy arrays, plus every target array and ``c
 
 | key | shape | dtype |
 | --- | --- | --- |
-| ``global`` | (B, C+1, Z, Y, X) | float32 |
+| ``global`` | (B, C+1, Z, Y, X) | float32 (C+2 with the small-foci channel before the mask) |
 | ``instances`` | (B, N, S, C+1, pz, py, px) | float32, zero padding |
 | ``instance_mask`` | (B, N) | bool |
 | ``instance_descriptors`` | (B, N, D) | float32 (D = ``NUM_DESCRIPTORS``) |
@@ -14,6 +14,7 @@ documentation/training_data.md) as numpy arrays, plus every target array and ``c
 | ``clinical_categories`` | (B, K) | int64, -1 = missing |
 | ``instance_features`` | (B, N, L) | float32, the stored radiomic features of each lesion, NaN = undefined (plans with ``lesion_features``) |
 | ``case_features`` | (B, P) | float32, their stored patient aggregates (plans with ``lesion_features``) |
+| ``foci_responses`` | (B, M) | float32, the case's small-foci candidate responses, NaN-padded (plans with ``small_foci``) |
 | ``instance_outcomes`` | (B, N, A) | float32, lesion-level outcomes of the ``any_lesion`` endpoints, NaN = unknown (a target) |
 | ``<binary>``, ``<survival>_time``, ``<survival>_event`` | (B,) | float32, NaN = unknown |
 | ``<endpoint>_known`` | (B,) | bool |
@@ -43,10 +44,11 @@ from batchgenerators.dataloading.data_loader import DataLoader
 
 from glmil_auto.dataset.dataset_json import DatasetSpec
 from glmil_auto.dataset.problems import DatasetError, error
+from glmil_auto.preprocessing.foci_channel import global_input_channels
 from glmil_auto.preprocessing.storage import case_paths, load_case
 from glmil_auto.preprocessing.lesion_features.settings import lesion_feature_names
 from glmil_auto.training.bag_collation import (
-    case_extras, collate_bags, collate_extras, instance_descriptors, instances_within_budget,
+    CASE_LEVEL_EXTRAS, case_extras, collate_bags, collate_extras, instance_descriptors, instances_within_budget,
 )
 
 logger = logging.getLogger(__name__)
@@ -64,7 +66,7 @@ def use_fork_safe_blosc2() -> None:
 
 
 INPUT_KEYS = ("global", "instances", "instance_mask", "instance_descriptors", "clinical_values", "clinical_categories",
-              "instance_features", "case_features")
+              "instance_features", "case_features", "foci_responses")
 INSTANCE_TARGET_KEY = "instance_outcomes"
 
 
@@ -170,7 +172,7 @@ class GLMILDataLoader(DataLoader):
         self.targets = checked_targets
         local = plans["preprocessing"]["local"]
         channels = int(plans["num_input_channels"])
-        self.global_shape = (channels, *plans["preprocessing"]["global"]["input_shape"])
+        self.global_shape = (global_input_channels(plans), *plans["preprocessing"]["global"]["input_shape"])
         self.instance_shape = (len(local["scales"]), channels, *local["patch_size"])
         self._sampling_rng: np.random.Generator | None = None
         self.max_instances_per_batch = max_instances_per_batch
@@ -179,6 +181,7 @@ class GLMILDataLoader(DataLoader):
         self.lesion_feature_names = lesion_feature_names(section)
         self.case_feature_names = list(section.get("case_features", [])) if section else []
         self.lesion_endpoints = any_lesion_endpoints(plans)
+        self.foci_candidates = int((plans["preprocessing"].get("small_foci") or {}).get("max_candidates", 0))
         # (case, properties) -> properties applied to every case read, e.g. the fold's harmonisation of the
         # lesion features (training/feature_harmonisation.py); must be picklable (augmentation workers)
         self.properties_transform = properties_transform
@@ -237,7 +240,8 @@ class GLMILDataLoader(DataLoader):
 
     def _extras(self, properties: dict[str, Any], case: str) -> dict[str, np.ndarray]:
         """The per-instance radiomic features and lesion outcomes, and the case's aggregates."""
-        return case_extras(properties, case, self.lesion_feature_names, self.case_feature_names, self.lesion_endpoints)
+        return case_extras(properties, case, self.lesion_feature_names, self.case_feature_names, self.lesion_endpoints,
+                           self.foci_candidates)
 
     def load_batch(self, indices: Sequence[int]) -> dict[str, Any]:
         """The batch of the cases at ``indices`` (positions in ``case_ids``)."""
@@ -273,7 +277,7 @@ class GLMILDataLoader(DataLoader):
                                 "kept the largest, left out instances %s", case, len(dropped), bag.shape[0],
                                 self.max_instances_per_batch, dropped)
                 bag, descriptors = bag[keep], descriptors[keep]
-                extras = {k: (v if k == "case_features" else v[keep]) for k, v in extras.items()}
+                extras = {k: (v if k in CASE_LEVEL_EXTRAS else v[keep]) for k, v in extras.items()}
             packed.append((volume, bag, descriptors, extras))
         return packed
 

@@ -35,6 +35,7 @@ from torch import nn
 from glmil_auto.dataset.clinical_table import read_clinical_table
 from glmil_auto.dataset.dataset_json import load_dataset_json
 from glmil_auto.experiment_planning.plans_io import DEFAULT_PLANS_NAME, load_plans
+from glmil_auto.dataset.problems import DatasetError
 from glmil_auto.model import build_network
 from glmil_auto.model.clinical_encoder import encode_clinical_table
 from glmil_auto.paths import preprocessed_folder, resolve_dataset_name, results_folder
@@ -54,7 +55,9 @@ from glmil_auto.training.validation_metrics import endpoint_metrics, paired_boot
 from glmil_auto.training.validation_files import validation_file_names
 from glmil_auto.utilities.atomic_files import atomic_path, write_json_atomic
 from glmil_auto.utilities.content_hash import json_sha256
-from glmil_auto.utilities.mixed_precision import autocast, mixed_precision_dtype, needs_grad_scaler
+from glmil_auto.utilities.mixed_precision import (
+    autocast, denormals_flushed, mixed_precision_dtype, needs_grad_scaler,
+)
 
 logger = logging.getLogger(__name__)
 STARTING_POINT_SUFFIX = "_starting_point"  # validation columns of the starting point's predictions
@@ -76,6 +79,7 @@ class GLMILTrainer:
     # mean by this many paired bootstrap standard errors of their difference (_selection_margin)
     selection_margin_se = 1.0
     network_mode = "full"  # or an ablation: global_only, local_only, concat, clinical_only
+    use_small_foci = True  # plans with small_foci: the foci channel and descriptor (False: both zero, noFociChannel)
     use_clinical_offset = True  # the starting point the network corrects (model/starting_point.py)
     use_radiomics_offset = True  # the starting point uses the stored radiomic features (False: clinical + volume)
     # the intensity/texture lesion features harmonised across the training centres (feature_harmonisation.py):
@@ -144,6 +148,7 @@ class GLMILTrainer:
         self.memory_record: dict[str, Any] | None = None
         self.steps_run = 0  # training steps of this process (the memory is measured on the second)
         self.was_initialized = False
+        self.foci_threshold: float | None = None
 
     @property
     def is_main(self) -> bool:
@@ -155,7 +160,7 @@ class GLMILTrainer:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
         torch.manual_seed(self.seed)
-        self.network = build_network(self.plans, mode=self.network_mode).to(self.device)
+        self.network = build_network(self.plans, mode=self.network_mode, **self.network_overrides()).to(self.device)
         self.pretrained_record: dict[str, Any] | None = None
         if self.pretrained_weights:
             from glmil_auto.pretraining.pretrained_weights import load_pretrained_encoders
@@ -172,6 +177,7 @@ class GLMILTrainer:
         self.offset_record: dict[str, Any] | None = None
         folder = self.preprocessed / self.plans_name / "Tr"
         properties = [load_properties(folder, case) for case in self.train_cases]
+        self.foci_threshold = self.fit_foci_threshold(properties)
         self.harmoniser = self.fit_harmoniser(properties)
         centres = self.case_centres
         # the starting point sees the harmonised features; this also fills the harmoniser's cache before the
@@ -204,6 +210,29 @@ class GLMILTrainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factors)
         self.grad_scaler = torch.amp.GradScaler("cuda", enabled=needs_grad_scaler(self.device))
         self.was_initialized = True
+
+    def network_overrides(self) -> dict[str, Any]:
+        """What this trainer changes in the plans' network configuration (kept in the checkpoint, so the
+        predictor builds the same network)."""
+        return {} if self.use_small_foci or not self.plans["preprocessing"].get("small_foci") else {"use_small_foci": False}
+
+    def fit_foci_threshold(self, properties: list[dict[str, Any]]) -> float | None:
+        """The small-foci descriptor's threshold (noise units), from the training cases' decoys, set in
+        the network (a buffer: it travels in the checkpoint); None for plans without small foci."""
+        section = self.plans["preprocessing"].get("small_foci")
+        if not section:
+            return None
+        from glmil_auto.model.foci_descriptor import FociRecordError, fit_foci_threshold
+
+        try:
+            threshold = fit_foci_threshold(properties, self.train_cases, section)
+        except FociRecordError as exc:
+            raise DatasetError(str(exc)) from exc
+        self.network.foci_threshold.fill_(threshold)
+        logger.info("small foci: threshold %.2f noise units (%.2g decoys per training case above it allowed)%s",
+                    threshold, float(section["false_positives_per_case"]),
+                    "" if self.use_small_foci else "; channel and descriptor off (noFociChannel)")
+        return threshold
 
     @property
     def case_centres(self) -> dict[str, Any]:
@@ -358,6 +387,11 @@ class GLMILTrainer:
         return {"loss": float(loss.detach()), **parts}
 
     def run_training(self) -> None:
+        """Train (or continue) to the planned number of epochs, then validate and write the fold's files."""
+        with denormals_flushed(self.device):
+            self._run_training()
+
+    def _run_training(self) -> None:
         if not self.was_initialized:
             self.initialize()
         self.output_folder.mkdir(parents=True, exist_ok=True)
@@ -552,7 +586,8 @@ class GLMILTrainer:
             "metadata": {
                 "trainer": type(self).__name__, "plans_name": self.plans_name, "dataset": self.dataset_name,
                 "fold": self.fold, "current_epoch": self.current_epoch, "ema": self.ema, "best_ema": self.best_ema,
-                "network_mode": self.network_mode, "log": json.loads(json.dumps(self.log)),
+                "network_mode": self.network_mode, "network_overrides": self.network_overrides(),
+                "log": json.loads(json.dumps(self.log)),
                 "selected_epoch": self.selected_epoch, "best_epoch": self.best_epoch,
                 "starting_point_validation": json.loads(json.dumps(self.starting_point_validation)),
                 "selection_margin": self.selection_margin,
@@ -616,6 +651,7 @@ class GLMILTrainer:
                 "batch_size": self.plans["training"]["batch_size"], "network_mode": self.network_mode,
                 "seed": self.seed, "deterministic": self.deterministic,
                 "use_clinical_offset": self.use_clinical_offset, "clinical_offset": self.offset_record,
+                "small_foci": {"threshold": self.foci_threshold, "used": self.use_small_foci} if self.foci_threshold is not None else None,
                 "harmonisation": self.harmoniser.describe(),
                 "select_best_checkpoint": self.select_best_checkpoint,
                 "pretrained_weights": self.pretrained_record,

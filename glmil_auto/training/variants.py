@@ -96,11 +96,19 @@ class GLMILTrainer_classBalancedLMD(GLMILTrainer):
     class_balanced_endpoint = "leptomeningeal_failure"
 
 
+class GLMILTrainer_noFociChannel(GLMILTrainer):
+    """Without the small-foci evidence: the global volume's foci channel and the per-case foci
+    descriptor are zero in training and prediction (plans with ``small_foci``; other plans: unchanged)."""
+
+    use_small_foci = False
+
+
 ABLATION_ATTRIBUTES = {
     "globalOnly": {"network_mode": "global_only"}, "localOnly": {"network_mode": "local_only"},
     "concat": {"network_mode": "concat"}, "clinicalOnly": {"network_mode": "clinical_only"},
     "radiomicsOffset": {"num_epochs": 0}, "clinicalOffset": {"use_radiomics_offset": False},
     "noLesionLabels": {"use_lesion_labels": False}, "noHarmonisation": {"harmonisation": None},
+    "noFociChannel": {"use_small_foci": False},
 }
 
 

@@ -53,6 +53,7 @@ class GLMILPlanner:
     max_instances_cap = {"cpu": 8, "cuda": 32}  # lesions stored per case
     lesion_features = True  # per-lesion radiomic features computed in preprocessing (the starting point)
     ibsi_features = True  # and among them the IBSI families (mirp)
+    small_foci = True  # the small-foci channel of the global volume and its per-case descriptor
     # training
     min_batch_size = 4  # preferred: fewer bags give the Cox loss few risk sets (its memory helps below)
     max_batch_size = {"cpu": 16, "cuda": 64}
@@ -382,6 +383,16 @@ class GLMILPlanner:
         section["case_features"] = patient_feature_names(lesion_feature_names(section))
         return section
 
+    def plan_small_foci(self, global_spacing_mm: float) -> dict[str, Any] | None:
+        """The small-foci detector's settings (``small_foci_rules.py``); ``None`` when ``small_foci = False``."""
+        if not self.small_foci:
+            return None
+        from glmil_auto.experiment_planning.small_foci_rules import plan_small_foci
+        from glmil_auto.preprocessing.lesion_features.channels import t1c_channel
+
+        channel_names = {int(k): v for k, v in self.fingerprint["channel_names"].items()}
+        return plan_small_foci(self._summary, t1c_channel(channel_names), global_spacing_mm)
+
     def trainer_defaults(self, batch_size: int) -> dict[str, Any]:
         """Schedule and regularisation. An epoch is one pass over a fold's training cases; the number
         of optimisation steps follows the rarest endpoint's events (``rules.training_schedule``): on
@@ -436,6 +447,8 @@ class GLMILPlanner:
                 "global": {k: global_plan[k] for k in ("target_spacing", "input_shape")},
                 "local": {k: local_plan[k] for k in ("target_spacing", "patch_size", "scales", "max_instances", "instance_policy")},
                 **({"lesion_features": features} if (features := self.plan_lesion_features()) is not None else {}),
+                **({"small_foci": foci} if (foci := self.plan_small_foci(global_plan["target_spacing"][0])) is not None
+                   else {}),
             },
             "clinical": self.plan_clinical(),
             "endpoints": self.plan_endpoints(),

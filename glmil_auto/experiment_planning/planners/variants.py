@@ -37,3 +37,10 @@ class GLMILPlannerHandCraftedFeatures(GLMILPlanner):
     """The hand-crafted lesion features without mirp's IBSI families (cheaper preprocessing)."""
 
     ibsi_features = False
+
+
+class GLMILPlannerNoSmallFoci(GLMILPlanner):
+    """No small-foci channel in the global volume and no per-case foci descriptor (what earlier
+    versions planned); ``benchmarks/preprocess.py --without-foci`` times both."""
+
+    small_foci = False
