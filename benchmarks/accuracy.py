@@ -155,13 +155,12 @@ def train_command(args: argparse.Namespace, trainer: str, fold: str) -> list[str
 def trained_with_current_plans(checkpoint: Path, dataset: str) -> bool:
     """Whether a finished fold was trained with the dataset's current plans (a re-planned dataset,
     e.g. after a new plans section, trains again instead of reusing a model of the old plans)."""
-    from glmil_auto.experiment_planning.plans_io import DEFAULT_PLANS_NAME, load_plans, plans_hash
+    from glmil_auto.experiment_planning.plans_io import DEFAULT_PLANS_NAME, load_plans
     from glmil_auto.paths import preprocessed_folder, resolve_dataset_name
     from glmil_auto.training.checkpointing import load_checkpoint
 
     current = load_plans(preprocessed_folder() / resolve_dataset_name(dataset) / f"{DEFAULT_PLANS_NAME}.json")
-    stored = json.loads(load_checkpoint(checkpoint, map_location="cpu")["plans"])
-    same = plans_hash(stored) == plans_hash(current)
+    same = json.loads(load_checkpoint(checkpoint, map_location="cpu")["plans"]) == current
     if not same:
         print(f"{checkpoint} was trained with other plans than the current ones: training it again", flush=True)
     return same

@@ -3,7 +3,7 @@ the plans of a preprocessed dataset: loading + augmentation, the global encoder 
 backward), the instance encoder (forward + backward), the whole training step, and the
 validation pass of an epoch, plus the projected time of one fold and of five folds.
 
-    python benchmarks/train_profile.py --dataset 10 [--trainer GLMILTrainer] [--steps 10]
+    python benchmarks/train_profile.py --dataset 10 [--trainer GLMILTrainer] [--plans plans] [--steps 10]
 
 The dataset must be planned and preprocessed (``glmil_plan_and_preprocess -d ID``).
 """
@@ -28,6 +28,7 @@ def main() -> None:
     parser.add_argument("--dataset", default="10")
     parser.add_argument("--trainer", default="GLMILTrainer")
     parser.add_argument("--fold", default="0")
+    parser.add_argument("--plans", default="plans", help="plans name (e.g. one planned with --planner GLMILPlannerNoSmallFoci)")
     parser.add_argument("--steps", type=int, default=10)
     args = parser.parse_args()
 
@@ -36,7 +37,7 @@ def main() -> None:
     from glmil_auto.training.augmentation import get_training_transforms, make_augmenter
     from glmil_auto.training.trainer_registry import find_trainer
 
-    trainer = find_trainer(args.trainer)(args.dataset, args.fold)
+    trainer = find_trainer(args.trainer)(args.dataset, args.fold, plans_name=args.plans)
     trainer.initialize()
     batch_size = trainer.batch_size_per_rank
     source = make_augmenter(trainer._loader(trainer.train_cases, batch_size, infinite=True, seed=0),
@@ -64,7 +65,7 @@ def main() -> None:
 
     per_epoch = trainer.iterations_per_epoch * (step + loading) + validation  # validation every epoch
     fold_minutes = trainer.num_epochs * per_epoch / 60 + validation / 60
-    print(f"\n{args.trainer} on {trainer.dataset_name}, fold {args.fold}: batch {batch_size}, "
+    print(f"\n{args.trainer} on {trainer.dataset_name} ({args.plans}), fold {args.fold}: batch {batch_size}, "
           f"{len(trainer.train_cases)} training / {n_val} validation cases, {trainer.num_epochs} epochs x "
           f"{trainer.iterations_per_epoch} steps, torch threads {torch.get_num_threads()}")
     print(f"instances in the profiled batch: {int(batch['instance_mask'].sum())} real of "

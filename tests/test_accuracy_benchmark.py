@@ -89,3 +89,22 @@ def test_pretrained_rows_name_their_trainer_and_checkpoint(tmp_path):
     assert [name for name, _ in module.trainer_names(args)][0] == "GLMILTrainer" and len(module.trainer_names(args)) == 4
     # a '=' inside a path is not a trainer name
     assert module._trainer_and_path(args, "/data/run=3/checkpoint_final.pt") == ("GLMILTrainer", "/data/run=3/checkpoint_final.pt")
+
+
+def test_a_fold_trained_with_other_plans_is_trained_again(tmp_path, monkeypatch):
+    """A re-planned dataset (e.g. a new plans section) must not reuse models of the old plans."""
+    import torch
+
+    monkeypatch.setenv("glmil_preprocessed", str(tmp_path / "preprocessed"))
+    monkeypatch.setenv("glmil_raw", str(tmp_path / "raw"))
+    monkeypatch.setenv("glmil_results", str(tmp_path / "results"))
+    folder = tmp_path / "preprocessed" / "Dataset042_Plans"
+    folder.mkdir(parents=True)
+    plans = {"plans_name": "plans", "preprocessing": {"global": {"target_spacing": [3.4] * 3}}}
+    (folder / "plans.json").write_text(json.dumps(plans))
+    module = load_script(SCRIPT)
+    same, other = tmp_path / "same.pt", tmp_path / "other.pt"
+    torch.save({"plans": json.dumps(plans)}, same)
+    torch.save({"plans": json.dumps({**plans, "preprocessing": {**plans["preprocessing"], "small_foci": {}}})}, other)
+    assert module.trained_with_current_plans(same, "42")
+    assert not module.trained_with_current_plans(other, "42")

@@ -192,3 +192,19 @@ def test_no_foci_channel_ignores_the_channel_and_the_candidates():
     z_on = on.offset_design(base)
     assert torch.all(off.offset_design(base)[:, -2:] == 0)
     np.testing.assert_allclose(z_on[:, -2:].numpy(), [[math.log1p(2), math.log1p(11.0)]] * 3, rtol=1e-6)
+
+
+def test_shap_treats_the_foci_pair_as_one_feature_and_adds_up():
+    from glmil_auto.inference.shap_explanations import FOCI_FEATURE, explanation_inputs, shap_values
+
+    network = foci_network(True)
+    clinical = [{"name": "age", "type": "numeric", "mean": 60.0, "std": 10.0}]
+    explained = explanation_inputs(network, foci_batch(2, responses=9.0), ["a", "b", "c"])
+    background_batch = foci_batch(3, responses=4.5)
+    background_batch["foci_responses"][:, 2] = float("nan")  # fewer foci above the threshold than the explained cases
+    background = explanation_inputs(network, background_batch, ["x", "y", "z"])
+    result = shap_values(network, explained, background, clinical)
+    assert result.feature_names.count(FOCI_FEATURE) == 1 and len(result.feature_names) == 6  # age, 2 lesion, foci, 2 images
+    np.testing.assert_allclose(result.base_values + result.values.sum(axis=1), result.outputs, atol=1e-4)
+    foci = result.feature_names.index(FOCI_FEATURE)
+    assert np.all(np.abs(result.values[:, foci, :]) > 1e-4)  # the foci moved the output, and SHAP says so

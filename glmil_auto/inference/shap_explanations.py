@@ -5,8 +5,9 @@ experts, the heads and the clinical linear offset. Its "features" are
 
 - each clinical variable of the plans (numeric, binary or categorical: one feature each, with its
   missing indicator or one-hot block moving together),
-- the lesion count and the total lesion volume (the bag's size and burden), and with small foci
-  the count and summed response of the candidate foci above the fold's threshold,
+- the lesion count and the total lesion volume (the bag's size and burden),
+- ``small foci`` (plans with a small-foci channel): the count and summed response of the case's
+  candidate foci above the fold's threshold, as one grouped feature,
 - ``image: global branch``, the whole-brain encoder's embedding, and ``image: lesion branch``,
   the attention-pooled embedding of the lesion patches (one endpoint-specific vector each);
 - ``lesions: radiomics and lesion scores`` (plans with stored radiomic features or any_lesion
@@ -43,7 +44,8 @@ GLOBAL_FEATURE = "image: global branch"
 LOCAL_FEATURE = "image: lesion branch"
 LESION_FEATURE = "lesions: radiomics and lesion scores"
 VOLUMETRIC_FEATURES = ("lesion count", "total lesion volume (mL)")
-FOCI_FEATURES = ("small-foci count", "small-foci summed response")  # plans with small_foci (foci_descriptor.py)
+# plans with small_foci (foci_descriptor.py): the count and summed response, one grouped feature
+FOCI_FEATURE = "small foci (count above the threshold, summed response)"
 EXACT_MAX_FEATURES = 12
 MAX_BACKGROUND = 50
 
@@ -119,7 +121,7 @@ def feature_names(clinical_features: Sequence[dict[str, Any]], network: Any) -> 
     names += [f["name"] for f in clinical_features if f["type"] == "categorical"]
     names += list(VOLUMETRIC_FEATURES)
     if getattr(network, "n_volumetric", 2) > len(VOLUMETRIC_FEATURES):
-        names += list(FOCI_FEATURES)
+        names.append(FOCI_FEATURE)
     if network.use_global:
         names.append(GLOBAL_FEATURE)
     if network.use_local:
@@ -133,7 +135,10 @@ def _table(inputs: ExplanationInputs, first_row: int) -> np.ndarray:
     """The masker's table: clinical values, category indices, volumetric, then row numbers into the
     embedding bank for the image branches (``first_row`` = where these cases start in the bank)."""
     rows = np.arange(first_row, first_row + len(inputs), dtype=float)[:, None]
-    parts = [inputs.clinical_values.astype(float), inputs.clinical_categories.astype(float), inputs.volumetric]
+    n = len(VOLUMETRIC_FEATURES)
+    parts = [inputs.clinical_values.astype(float), inputs.clinical_categories.astype(float), inputs.volumetric[:, :n]]
+    if inputs.volumetric.shape[1] > n:  # the small-foci pair: one column of rows into the bank
+        parts.append(rows)
     if inputs.global_summary is not None:
         parts.append(rows)
     if inputs.local_summary is not None:
@@ -158,7 +163,9 @@ class _FusionFunction:
         self.case_feature_bank, self.survival_bank = as_bank(bank.case_features), as_bank(bank.lesion_survival)
         self.lesion_group = bank.has_lesion_group
         self.endpoint_names = list(endpoint_names)
-        self.n_volumetric = bank.volumetric.shape[1]  # count and volume (+ the small-foci descriptor)
+        # the small-foci descriptor (volumetric columns after count and volume), looked up by row as a group
+        self.foci_bank = (torch.as_tensor(bank.volumetric[:, len(VOLUMETRIC_FEATURES):], device=device)
+                          if bank.volumetric.shape[1] > len(VOLUMETRIC_FEATURES) else None)
 
     @torch.no_grad()
     def __call__(self, table: np.ndarray) -> np.ndarray:
@@ -166,9 +173,12 @@ class _FusionFunction:
         for start in range(0, len(table), self.chunk):
             part = torch.as_tensor(np.asarray(table[start:start + self.chunk], dtype=np.float32), device=self.device)
             f, c = self.n_values, self.n_categories
-            v = self.n_volumetric
+            v = len(VOLUMETRIC_FEATURES)
             values, categories, volumetric = part[:, :f], part[:, f:f + c].round().long(), part[:, f + c:f + c + v]
             column = f + c + v
+            if self.foci_bank is not None:
+                volumetric = torch.cat([volumetric, self.foci_bank[part[:, column].round().long()].float()], dim=1)
+                column += 1
             global_summary = local_summary = None
             if self.global_bank is not None:
                 global_summary = self.global_bank[part[:, column].round().long()]
@@ -233,8 +243,8 @@ def shap_values(network: Any, explained: ExplanationInputs, background: Explanat
 def display_values(inputs: ExplanationInputs, clinical_features: Sequence[dict[str, Any]],
                    names: Sequence[str]) -> list[list[Any]]:
     """Per case and feature, the value a reader recognises: the raw clinical value (None when
-    missing), the category's name, the lesion count, the volume in mL (and the small-foci count and
-    summed response); None for image branches."""
+    missing), the category's name, the lesion count, the volume in mL (and the small-foci count);
+    None for image branches."""
     categorical = [f for f in clinical_features if f["type"] == "categorical"]
     rows = []
     for i in range(len(inputs)):
@@ -243,8 +253,8 @@ def display_values(inputs: ExplanationInputs, clinical_features: Sequence[dict[s
             index = int(inputs.clinical_categories[i, j])
             row.append(feature["categories"][index] if 0 <= index < len(feature["categories"]) else None)
         row += [int(round(float(np.expm1(inputs.volumetric[i, 0])))), float(np.expm1(inputs.volumetric[i, 1]))]
-        if inputs.volumetric.shape[1] > len(VOLUMETRIC_FEATURES):  # the small-foci count and summed response
-            row += [int(round(float(np.expm1(inputs.volumetric[i, 2])))), float(np.expm1(inputs.volumetric[i, 3]))]
+        if inputs.volumetric.shape[1] > len(VOLUMETRIC_FEATURES):  # the small-foci count (and summed response)
+            row.append(int(round(float(np.expm1(inputs.volumetric[i, 2])))))
         row += [None] * (len(names) - len(row))
         rows.append(row)
     return rows
