@@ -126,10 +126,6 @@ def cross_validate(root: Path, trainer_name: str) -> dict:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("foci_learning")
-    # Once the starting point fits (here it separates the training cases), the CNN's gradients become
-    # tiny; with two intra-op threads the default trainer's epochs took 12 s instead of 0.5 s until the
-    # trainer flushed subnormal floats to zero (utilities/mixed_precision.py: denormals_flushed). One
-    # thread (below) keeps the test quick on a shared 2-core machine.
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(DatasetFingerprintExtractor, "total_foreground_samples", 2e5)
         for name in ("raw", "preprocessed", "results"):

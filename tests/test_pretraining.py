@@ -237,7 +237,7 @@ def test_views_keep_only_outcome_preserving_transforms(env):
 def test_loader_draws_reproducible_batches_without_repeats(env):
     cases = target_cases(NAME, "plans", env["plans"], progress=False)
     pre = env["plans"]["preprocessing"]
-    shapes = (env["plans"]["num_input_channels"], *pre["global"]["input_shape"]), \
+    shapes = (global_channels(env["plans"]), *pre["global"]["input_shape"]), \
         (len(pre["local"]["scales"]), env["plans"]["num_input_channels"], *pre["local"]["patch_size"])
     a = PretrainingLoader(cases, 4, 6, *shapes, seed=5)
     b = PretrainingLoader(cases, 4, 6, *shapes, seed=5)

@@ -191,8 +191,8 @@ def test_offset_is_fitted_and_the_final_model_is_the_selected_one(env):
     assert meta["current_epoch"] == TinyTrainer.num_epochs  # training ran to the end all the same
     log = json.loads((folder / "training_log.json").read_text())
     emas = [e["selection_ema"] for e in log]
-    if summary["selected_epoch"] is None:  # the starting point won: no epoch's EMA beat it
-        assert max(emas) <= meta["best_ema"]
+    if summary["selected_epoch"] is None:  # the starting point won: no epoch's EMA beat it by the selection margin
+        assert max(emas) <= meta["best_ema"] + meta["selection_margin"]
     else:
         assert emas[summary["selected_epoch"]] == max(emas) == meta["best_ema"]
 
@@ -248,7 +248,8 @@ def test_ddp_val_best_finishes_and_torchrun_gives_the_num_gpus_numbers(env):
         np.testing.assert_allclose(a["train"]["loss"], b["train"]["loss"], rtol=1e-5)
     numeric = [c for c in spawned_best.columns if c != "case_id" and not c.startswith("true_")]
     pd.testing.assert_frame_equal(spawned_best.sort_values("case_id").reset_index(drop=True)[numeric],
-                                  torchrun_best.sort_values("case_id").reset_index(drop=True)[numeric], rtol=1e-5)
+                                  torchrun_best.sort_values("case_id").reset_index(drop=True)[numeric], rtol=1e-5,
+                                  atol=1e-6)  # float32 weights all-reduced in another order: ~1e-7 on log-risks near 0
 
 
 def test_missing_preprocessed_file_names_the_case(env):

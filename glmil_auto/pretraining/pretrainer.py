@@ -55,7 +55,7 @@ from glmil_auto.pretraining.views import OneView, TwoViews, view_transforms
 from glmil_auto.training.augmentation import make_augmenter, shutdown_augmenter
 from glmil_auto.training.checkpointing import load_checkpoint, save_checkpoint
 from glmil_auto.utilities.atomic_files import write_json_atomic
-from glmil_auto.utilities.mixed_precision import autocast, denormals_flushed, needs_grad_scaler
+from glmil_auto.utilities.mixed_precision import autocast, needs_grad_scaler
 
 logger = logging.getLogger(__name__)
 BRANCHES = ("global", "instances")
@@ -211,10 +211,6 @@ class GLMILPretrainer:
     def run(self, until_epoch: int | None = None, progress: bool = True) -> Path:
         """Pretrain to the planned number of epochs (or stop after ``until_epoch``, as an interrupted
         run would) and return the final checkpoint's path (the latest one when stopped early)."""
-        with denormals_flushed(self.device):
-            return self._run(until_epoch, progress)
-
-    def _run(self, until_epoch: int | None, progress: bool) -> Path:
         if not self.was_initialized:
             self.initialize()
         self.output_folder.mkdir(parents=True, exist_ok=True)

@@ -55,9 +55,7 @@ from glmil_auto.training.validation_metrics import endpoint_metrics, paired_boot
 from glmil_auto.training.validation_files import validation_file_names
 from glmil_auto.utilities.atomic_files import atomic_path, write_json_atomic
 from glmil_auto.utilities.content_hash import json_sha256
-from glmil_auto.utilities.mixed_precision import (
-    autocast, denormals_flushed, mixed_precision_dtype, needs_grad_scaler,
-)
+from glmil_auto.utilities.mixed_precision import autocast, mixed_precision_dtype, needs_grad_scaler
 
 logger = logging.getLogger(__name__)
 STARTING_POINT_SUFFIX = "_starting_point"  # validation columns of the starting point's predictions
@@ -387,11 +385,6 @@ class GLMILTrainer:
         return {"loss": float(loss.detach()), **parts}
 
     def run_training(self) -> None:
-        """Train (or continue) to the planned number of epochs, then validate and write the fold's files."""
-        with denormals_flushed(self.device):
-            self._run_training()
-
-    def _run_training(self) -> None:
         if not self.was_initialized:
             self.initialize()
         self.output_folder.mkdir(parents=True, exist_ok=True)

@@ -7,9 +7,6 @@ runs in float32.
 
 from __future__ import annotations
 
-import contextlib
-from typing import Iterator
-
 import torch
 
 
@@ -39,24 +36,3 @@ def mixed_precision_dtype(device: torch.device) -> torch.dtype | None:
     return autocast_dtype(device) if uses_amp(device) else None
 
 
-
-@contextlib.contextmanager
-def denormals_flushed(device: torch.device) -> Iterator[None]:
-    """Within the block, on a CPU device, subnormal floats are treated as zero
-    (``torch.set_flush_denormal``), and afterwards no longer (torch's default).
-
-    A float32 product that underflows into the subnormal range is computed in microcode, tens of
-    times slower than a normal one. Measured on this project's CPU: once the starting point was
-    fitted, the epochs of the foci learning cohort took about 12 s instead of 0.5 s with two threads
-    (the tiny gradients a well-fitted starting point leaves), a Dataset010 epoch about 30 s instead of
-    6 s. Subnormals are below 1.2e-38, far below anything float32 training resolves. The state is
-    the thread's floating-point mode, so it is reset at the end: preprocessing in the same process
-    (tests, a notebook) must give the numbers it gives in a fresh worker. A no-op on CUDA devices."""
-    cpu = torch.device(device).type == "cpu"
-    if cpu:
-        torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        if cpu:
-            torch.set_flush_denormal(False)
