@@ -49,6 +49,9 @@ def run_conversion(args: argparse.Namespace, convert: Callable[[], tuple[Path, l
         return 2
     for note in notes:
         print(str(note), file=sys.stderr)
+    from glmil_auto.dataset_conversion.conversion_report import conversion_report
+
+    print("\n".join(conversion_report(folder)))
     print(f"Wrote and verified {folder}")
     return 0
 
