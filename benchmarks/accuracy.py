@@ -157,7 +157,7 @@ def trained_with_current_plans(checkpoint: Path, dataset: str) -> bool:
     e.g. after a new plans section, trains again instead of reusing a model of the old plans)."""
     from glmil_auto.experiment_planning.plans_io import DEFAULT_PLANS_NAME, load_plans
     from glmil_auto.paths import preprocessed_folder, resolve_dataset_name
-    from glmil_auto.training.checkpointing import load_checkpoint
+    from glmil_auto.training.trainers.checkpointing import load_checkpoint
 
     current = load_plans(preprocessed_folder() / resolve_dataset_name(dataset) / f"{DEFAULT_PLANS_NAME}.json")
     same = json.loads(load_checkpoint(checkpoint, map_location="cpu")["plans"]) == current
@@ -243,7 +243,7 @@ def fit_peers(args: argparse.Namespace, raw: Path, context: dict[str, Any], time
     """Clinical baseline and radiomics peer: out-of-fold on the training centres (per fold fit on
     the fold's training cases) and on the external centre (fit on every training case)."""
     from glmil_auto.evaluation import radiomics_peer
-    from glmil_auto.evaluation.clinical_baseline import ClinicalBaseline
+    from glmil_auto.evaluation.clinical_models.clinical_baseline import ClinicalBaseline
 
     endpoints, plans = context["endpoints"], context["plans"]
     features = plans["clinical"]["features"]
@@ -291,7 +291,7 @@ def build_context(args: argparse.Namespace, raw: Path) -> dict[str, Any]:
     from glmil_auto.model.clinical_encoder import encode_clinical_table
     from glmil_auto.paths import preprocessed_folder
     from glmil_auto.preprocessing.storage import load_properties
-    from glmil_auto.training.data_loader import case_targets
+    from glmil_auto.training.dataloading.data_loader import case_targets
 
     pre = preprocessed_folder() / raw.name
     plans = load_plans(pre / f"{DEFAULT_PLANS_NAME}.json")
@@ -317,7 +317,7 @@ def build_context(args: argparse.Namespace, raw: Path) -> dict[str, Any]:
 
 def cohort_tables(args: argparse.Namespace, context: dict[str, Any], cohort: str, cases: list[str],
                   rows: dict[str, pd.DataFrame], truth: dict | None) -> dict[str, pd.DataFrame]:
-    from glmil_auto.evaluation.accuracy_table import endpoint_table
+    from glmil_auto.evaluation.benchmarking.accuracy_table import endpoint_table
     from glmil_auto.evaluation.prediction_metrics import truth_scores
 
     spec, table = context["spec"], context["cohorts"][cohort]["table"]
@@ -408,7 +408,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    from glmil_auto.evaluation.accuracy_table import format_table
+    from glmil_auto.evaluation.benchmarking.accuracy_table import format_table
     from glmil_auto.evaluation.prediction_metrics import truth_for_dataset
     from glmil_auto.inference.model_folder import model_folder_for
     from glmil_auto.paths import results_folder

@@ -136,7 +136,7 @@ def lesion_label_auc(lesions: pd.DataFrame, cases: pd.DataFrame, features: list[
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from glmil_auto.evaluation.expected_auc import expected_auc
+    from glmil_auto.evaluation.benchmarking.expected_auc import expected_auc
 
     train_cases = set(cases.index[cases["split"] == "Tr"])
     test = cases[cases["split"] == "Ts"]
@@ -151,7 +151,7 @@ def lesion_label_auc(lesions: pd.DataFrame, cases: pd.DataFrame, features: list[
 
 
 def noisy_or_auc(lesions: pd.DataFrame, cases: pd.DataFrame, features: list[str], seed: int) -> float:
-    from glmil_auto.evaluation.expected_auc import expected_auc
+    from glmil_auto.evaluation.benchmarking.expected_auc import expected_auc
     from glmil_auto.evaluation.radiomics_peer import NoisyOrLesionModel
 
     train = cases[(cases["split"] == "Tr") & cases["y_local_failure"].notna()]
@@ -167,7 +167,7 @@ def logistic_auc(cases: pd.DataFrame, endpoint: str, features: list[str]) -> flo
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from glmil_auto.evaluation.expected_auc import expected_auc
+    from glmil_auto.evaluation.benchmarking.expected_auc import expected_auc
 
     train = cases[(cases["split"] == "Tr") & cases[f"y_{endpoint}"].notna()]
     test = cases[cases["split"] == "Ts"]
@@ -185,7 +185,7 @@ def main() -> None:
                         help="measure the lesion features from the raw images instead of reading the stored ones")
     args = parser.parse_args()
 
-    from glmil_auto.evaluation.expected_auc import expected_auc
+    from glmil_auto.evaluation.benchmarking.expected_auc import expected_auc
     from glmil_auto.paths import raw_dataset_folder
 
     started = time.perf_counter()

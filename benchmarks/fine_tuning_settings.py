@@ -27,7 +27,7 @@ import numpy as np
 
 def fold_row(checkpoint: Path) -> dict[str, Any]:
     """The selection history of one trained fold."""
-    from glmil_auto.training.checkpointing import load_checkpoint
+    from glmil_auto.training.trainers.checkpointing import load_checkpoint
 
     meta = load_checkpoint(checkpoint)["metadata"]
     debug_file = checkpoint.parent / "debug.json"

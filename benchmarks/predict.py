@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from glmil_auto.training.trainer import GLMILTrainer
+from glmil_auto.training.trainers.trainer import GLMILTrainer
 
 
 class BenchmarkOneStepTrainer(GLMILTrainer):

@@ -10,7 +10,7 @@ and once per ``--checkpoint`` with its encoders from a ``glmil_pretrain`` checkp
 (``load_pretrained_encoders``; ``NAME=`` is optional, the default name is the checkpoint's folder).
 Every case of both splits is embedded (the probe targets are image content, no outcome is used):
 each kept lesion by the instance encoder, each volume by the global encoder. Three probes, fitted
-out of fold with folds grouped by case (``glmil_auto.evaluation.linear_probes``):
+out of fold with folds grouped by case (``glmil_auto.evaluation.benchmarking.linear_probes``):
 
 - enhancement heterogeneity of a lesion (the truth's ``heterogeneity``, a float): R² of a ridge
   probe on the lesion embedding;
@@ -164,7 +164,7 @@ def probe_data(embedded: dict[str, Any], cohort: dict[str, Any], probe: str) -> 
 def descriptor_matrix(cohort: dict[str, Any], lesions: pd.DataFrame) -> np.ndarray:
     """The instance descriptors of the probed lesions (what the instance encoder receives as is)."""
     from glmil_auto.preprocessing.storage import load_properties
-    from glmil_auto.training.bag_collation import instance_descriptors
+    from glmil_auto.training.dataloading.bag_collation import instance_descriptors
 
     by_case = {}
     for split in cohort["splits"].values():
@@ -225,7 +225,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    from glmil_auto.evaluation.linear_probes import paired_probe_comparison, probe_predictions
+    from glmil_auto.evaluation.benchmarking.linear_probes import paired_probe_comparison, probe_predictions
     from glmil_auto.pretraining.embeddings import probe_network
 
     started = time.perf_counter()

@@ -55,8 +55,8 @@ def main() -> None:
 
     import torch
 
-    from glmil_auto.training.augmentation import default_num_processes, get_training_transforms, make_augmenter
-    from glmil_auto.training.trainer import GLMILTrainer
+    from glmil_auto.training.data_augmentation.augmentation import default_num_processes, get_training_transforms, make_augmenter
+    from glmil_auto.training.trainers.trainer import GLMILTrainer
 
     with tempfile.TemporaryDirectory(prefix="glmil_train_bench_") as tmp:
         dataset = ensure_data(args.dataset, Path(tmp))

@@ -34,8 +34,8 @@ def main() -> None:
 
     import torch
 
-    from glmil_auto.training.augmentation import get_training_transforms, make_augmenter
-    from glmil_auto.training.trainer_registry import find_trainer
+    from glmil_auto.training.data_augmentation.augmentation import get_training_transforms, make_augmenter
+    from glmil_auto.training.trainers.trainer_registry import find_trainer
 
     trainer = find_trainer(args.trainer)(args.dataset, args.fold, plans_name=args.plans)
     trainer.initialize()

@@ -11,7 +11,7 @@ from glmil_auto.experiment_planning.device_profile import DeviceProfile
 from glmil_auto.experiment_planning.fingerprint.extractor import DatasetFingerprintExtractor
 from glmil_auto.preprocessing.plan_and_preprocess import plan_and_preprocess
 from glmil_auto.training.run_training import run_training
-from glmil_auto.training.trainer import GLMILTrainer
+from glmil_auto.training.trainers.trainer import GLMILTrainer
 
 
 class ConvertedTinyTrainer(GLMILTrainer):

@@ -63,7 +63,7 @@ def test_pretrained_rows_name_their_trainer_and_checkpoint(tmp_path):
     checkpoints make one row, and each fold trains from its own."""
     import torch
 
-    from glmil_auto.pretraining.pretrained_weights import CHECKPOINT_FORMAT
+    from glmil_auto.model.pretrained_weights import CHECKPOINT_FORMAT
 
     module = load_script(SCRIPT)
     shared = tmp_path / "shared.pt"

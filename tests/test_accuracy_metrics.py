@@ -8,8 +8,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from sksurv.metrics import concordance_index_censored
 
-from glmil_auto.evaluation.accuracy_table import endpoint_table, format_table
-from glmil_auto.evaluation.expected_auc import expected_auc
+from glmil_auto.evaluation.benchmarking.accuracy_table import endpoint_table, format_table
+from glmil_auto.evaluation.benchmarking.expected_auc import expected_auc
 
 
 def brute_force_expected_auc(scores, probabilities):

@@ -12,7 +12,7 @@ import pytest
 from scipy import ndimage
 
 from glmil_auto.experiment_planning.planners.default_planner import GLMILPlanner
-from glmil_auto.training.augmentation import (
+from glmil_auto.training.data_augmentation.augmentation import (
     DEFAULT_PROBABILITIES,
     BrightnessMultiplicativeTransform,
     ContrastTransform,
@@ -373,7 +373,7 @@ def test_spatial_transform_matches_batchgenerators_augment_spatial(thick_axis):
 
 
 def test_low_resolution_keeps_constants_and_loses_detail():
-    from glmil_auto.training.torch_resampling import simulate_low_resolution
+    from glmil_auto.training.data_augmentation.torch_resampling import simulate_low_resolution
 
     constant = np.full((2, 8, 10, 12), 3.5, np.float32)
     np.testing.assert_allclose(simulate_low_resolution(constant, 0.5), constant, atol=1e-6)

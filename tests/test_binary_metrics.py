@@ -17,8 +17,8 @@ from sklearn.calibration import calibration_curve
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 from statsmodels.stats.proportion import proportion_confint
 
-from glmil_auto.evaluation import binary_metrics as bm
-from glmil_auto.evaluation import delong
+from glmil_auto.evaluation.metrics import binary_metrics as bm
+from glmil_auto.evaluation.metrics import delong
 
 
 def _tied_sample(seed: int, n: int = 90, decimals: int = 1):

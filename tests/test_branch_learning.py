@@ -37,7 +37,7 @@ from sklearn.metrics import roc_auc_score
 
 import branch_learning_data as data
 from glmil_auto.model import build_network
-from glmil_auto.training.losses import masked_bce_with_logits
+from glmil_auto.training.loss.losses import masked_bce_with_logits
 from torch_threads import one_thread
 
 N_TEST = 200

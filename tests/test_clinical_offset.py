@@ -9,9 +9,9 @@ import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from glmil_auto.evaluation.clinical_baseline import ClinicalBaseline
+from glmil_auto.evaluation.clinical_models.clinical_baseline import ClinicalBaseline
 from glmil_auto.model import build_network
-from glmil_auto.training.clinical_offset_fit import fit_cox, fit_logistic, fit_network_offset, volumetric_inputs
+from glmil_auto.training.starting_point.clinical_offset_fit import fit_cox, fit_logistic, fit_network_offset, volumetric_inputs
 
 FEATURES = [{"name": "age", "type": "numeric", "mean": 0.0, "std": 1.0},
             {"name": "ecd", "type": "binary"},

@@ -1,12 +1,15 @@
-"""dataset_conversion/Dataset104_BrainTRGammaKnife.py on a fake source tree in the published layout:
-DICOM MR + RTSTRUCT (+ RTPLAN / RTDOSE) per course written with pydicom, the clinical spreadsheet
-with its lesion_level and course_level sheets; recurrence rolled up to the course and written per
-lesion to lesionsTr.csv (a point inside each lesion's ROI), the prescription dose from the table,
-the RTPLAN or the RTDOSE, verification, planning and a few training steps with the lesion table."""
+"""dataset_conversion/Dataset104_BrainTRGammaKnife.py on a fake TCIA download in the verified layout
+(tests/brain_tr_sources.py): metadata.csv with File Location, studies of MR + RTSTRUCT + RTDOSE
+(no RTPLAN), the workbook with course_level before lesion_level; several courses of one patient,
+a multi-fraction course, follow-up shorter than the horizon, a non-metastasis course, doubtful
+lesion names. Checks the cases, the clinical columns, the endpoint at its horizon, the lesion
+table and the verifier's matching of it, the warnings, and planning and a few training steps."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import json
 from pathlib import Path
 
@@ -14,24 +17,24 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from brain_tr_sources import COURSES, LESIONS, FakeStudy, write_download, write_metadata, write_study, write_workbook
 from conversion_training import plan_preprocess_and_train
-from dicom_test_data import (
-    Grid,
-    Sphere,
-    generate_uid,
-    linear_intensity,
-    sphere_contours,
-    write_mr_series,
-    write_rtdose,
-    write_rtplan,
-    write_rtstruct,
+from glmil_auto.dataset.entry_points import verify_dataset_entry
+from glmil_auto.dataset.verify import verify_dataset
+from glmil_auto.dataset_conversion.brain_tr_download import read_download
+from glmil_auto.dataset_conversion.brain_tr_lesion_names import AMBIGUOUS, DUPLICATE, EXACT, LOOSE, NONE, NUMBER
+from glmil_auto.dataset_conversion.brain_tr_lesion_names import match_course, match_roi
+from glmil_auto.dataset_conversion.brain_tr_tables import (
+    diagnosis_kind,
+    outcome_at_horizon,
+    recurrence_of,
+    vocabulary_options,
 )
-from glmil_auto.dataset.entry_points import verify_dataset_entry  # noqa: E402
-from glmil_auto.dataset.verify import verify_dataset  # noqa: E402
 
 SCRIPT = Path(__file__).resolve().parents[1] / "dataset_conversion" / "Dataset104_BrainTRGammaKnife.py"
 DATASET = "Dataset104_BrainTRGammaKnife"
-T1C = linear_intensity(300.0, (1.0, 0.5, -0.5))
+CASES = ["GK_101", "GK_102_20181201", "GK_102_20200110", "GK_103", "GK_104", "GK_105"]
+NAN = float("nan")
 
 
 def _load_script():
@@ -41,191 +44,248 @@ def _load_script():
     return module
 
 
-def _course(root: Path, patient: str, date: str, lesions: dict[str, float], plan_doses: list[float] | None = None,
-            dose_inside_gy: float | None = None, offset: float = 0.0) -> dict[str, Sphere]:
-    """One course: an axial T1 post-contrast, an RTSTRUCT with one ROI per lesion (plus a Skull ROI that
-    is not a lesion), and optionally an RTPLAN and an RTDOSE (``dose_inside_gy`` in a box around the lesions)."""
-    folder = root / "Brain-TR-GammaKnife" / patient / date
-    study = generate_uid()
-    grid = Grid((36, 36, 14), (1.0, 1.0, 2.0), np.zeros(3)).centred_on(np.array([offset, 0.0, 0.0]))
-    t1c = write_mr_series(folder / "MR", patient, study, date, "T1 AX POST GK", grid, T1C)
-    spheres = {name: Sphere(grid.index_to_world(np.array([8.0 + 10.0 * i, 17.0, 7.0])), radius)
-               for i, (name, radius) in enumerate(lesions.items())}
-    structures = {name: sphere_contours(s, grid) for name, s in spheres.items()}
-    structures["Skull"] = sphere_contours(Sphere(grid.index_to_world(np.array([17.0, 17.0, 7.0])), 30.0), grid)
-    rtstruct = write_rtstruct(folder / "RTSTRUCT" / "1-1.dcm", patient, study, date, t1c, structures)
-    plan = write_rtplan(folder / "RTPLAN" / "1-1.dcm", patient, study, date, rtstruct, plan_doses) if plan_doses else None
-    if dose_inside_gy is not None:
-        dose_grid = Grid((20, 20, 12), (2.0, 2.0, 2.5), np.zeros(3)).centred_on(grid.index_to_world(np.array([17.5, 17.5, 6.5])))
-        box_low, box_high = grid.index_to_world(np.array([0.0, 8.0, 2.0])), grid.index_to_world(np.array([35.0, 26.0, 12.0]))
-
-        def dose(points: np.ndarray) -> np.ndarray:
-            inside = np.all((points >= box_low - 1e-6) & (points <= box_high + 1e-6), axis=-1)
-            return np.where(inside, dose_inside_gy, 2.0)
-
-        write_rtdose(folder / "RTDOSE" / "1-1.dcm", patient, study, date, t1c.frame, dose_grid, dose, plan)
-    return spheres
+def _run(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = _load_script().main(argv)
+    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")
-def source_tree(tmp_path_factory) -> dict:
-    """The download folder and, per case id, the spheres its lesion ROIs were drawn from."""
+def download(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("gk") / "Brain-TR-GammaKnife-download"
-    truth = {
-        "GK_001": _course(root, "GK_001", "20180305", {"Lesion 1": 5.0, "Lesion 2": 4.0}, plan_doses=[24.0]),
-        "GK_002": _course(root, "GK_002", "20180411", {"Lesion 1": 6.0}, plan_doses=[22.0, 21.0]),
-        "GK_003": _course(root, "GK_003", "20180520", {"Lesion 1": 5.0, "Lesion 2": 3.5}, dose_inside_gy=16.0),
-        "GK_004": _course(root, "GK_004", "20180602", {"Lesion 1": 4.5, "Lesion 2": 4.0}),
-        "GK_005_20190101": _course(root, "GK_005", "20190101", {"Lesion 1": 5.0}),
-        "GK_005_20190701": _course(root, "GK_005", "20190701", {"Lesion 1": 4.0, "Lesion 2": 3.0, "Lesion 3": 3.0},
-                                   offset=4.0),
-    }
-    lesions = pd.DataFrame([
-        # patient, course, lesion, dose, recurrence
-        ("1", "1", "Lesion 1", "20", "No"), ("1", "1", "Lesion 2", "18", "Yes"),
-        ("2", "1", "Lesion 1", "", "no"),  # dose from the RTPLAN (smallest target: 21 Gy)
-        ("3", "1", "Lesion 1", "", "stable"), ("3", "1", "Lesion 2", "", "0"),  # dose from the RTDOSE
-        ("4", "1", "Lesion 1", "", ""), ("4", "1", "Lesion 2", "", "no"),  # one unknown, none recurred
-        ("5", "1", "Lesion 1", "24", "recurrence"),
-        ("5", "2", "Lesion 1", "20", "No"), ("5", "2", "Lesion 2", "20", "No"), ("5", "2", "Lesion 3", "18", "No"),
-        ("9", "1", "Lesion 1", "20", "Yes"),  # a patient without images
-    ], columns=["unique_pt_id", "Course #", "Lesion Name", "Dose (Gy)", "Recurrence"])
-    courses = pd.DataFrame([("1", "1", "61", "F", "Lung"), ("2", "1", "54", "M", "Melanoma"),
-                            ("3", "1", "70", "F", "Breast"), ("4", "1", "48", "M", "Lung"),
-                            ("5", "1", "66", "F", "Renal"), ("5", "2", "66", "F", "Renal")],
-                           columns=["unique_pt_id", "Course #", "Age", "Gender", "Primary Diagnosis"])
-    _write_sheets(root / "Brain_TR_GammaKnife_Clinical_Information.xlsx", lesions, courses)
-    return {"root": root, "truth": truth, "lesions": lesions, "courses": courses}
-
-
-def _write_sheets(path: Path, lesions: pd.DataFrame, courses: pd.DataFrame) -> None:
-    with pd.ExcelWriter(path) as writer:
-        lesions.to_excel(writer, sheet_name="lesion_level", index=False)
-        courses.to_excel(writer, sheet_name="course_level", index=False)
+    return {"root": root, "studies": write_download(root)}
 
 
 @pytest.fixture(scope="module")
-def source(source_tree) -> Path:
-    return source_tree["root"]
-
-
-@pytest.fixture(scope="module")
-def converted(source, tmp_path_factory) -> Path:
+def run(download, tmp_path_factory) -> dict:
     raw = tmp_path_factory.mktemp("gk_raw")
-    assert _load_script().main(["-i", str(source), "-o", str(raw), "--no_progress"]) == 0
-    return raw / DATASET
+    code, out, err = _run(["-i", str(download["root"]), "-o", str(raw), "--no_progress"])
+    assert code == 0, err
+    return {"folder": raw / DATASET, "out": out, "err": err}
 
 
-def test_recurrence_rolled_up_and_dose_kept(converted):
-    table = pd.read_csv(converted / "clinicalTr.csv", dtype=str, keep_default_na=False).set_index("case_id")
-    assert sorted(table.index) == ["GK_001", "GK_002", "GK_003", "GK_004", "GK_005_20190101", "GK_005_20190701"]
-    assert table["local_failure"].to_dict() == {"GK_001": "1.0", "GK_002": "0.0", "GK_003": "0.0", "GK_004": "",
-                                                "GK_005_20190101": "1.0", "GK_005_20190701": "0.0"}
-    assert table.loc["GK_005_20190701", "n_lesions_treated"] == "3.0"
-    assert table.loc["GK_005_20190701", "course"] == "2" and table.loc["GK_005_20190101", "course"] == "1"
-    dose = table["prescription_dose_gy"].to_dict()
-    source = table["prescription_dose_source"].to_dict()
-    assert (float(dose["GK_001"]), source["GK_001"]) == (18.0, "table")  # the table wins over the RTPLAN's 24 Gy
-    assert (float(dose["GK_002"]), source["GK_002"]) == (21.0, "rtplan")
-    assert source["GK_003"] == "rtdose" and float(dose["GK_003"]) == pytest.approx(16.0, abs=0.05)
-    assert (dose["GK_004"], source["GK_004"]) == ("", "")
-    assert table.loc["GK_002", "primary"] == "Melanoma" and table.loc["GK_003", "age"] == "70"
-    assert table.loc["GK_005_20190101", "patient_id"] == table.loc["GK_005_20190701", "patient_id"] == "GK_005"
-    spec = json.loads((converted / "dataset.json").read_text())
-    assert spec["endpoints"] == {"local_failure": {"type": "binary", "aggregation": "any_lesion"}}
-    assert spec["clinical_features"] == {"n_lesions_treated": "numeric", "prescription_dose_gy": "numeric",
-                                         "age": "numeric", "sex": "categorical", "primary": "categorical"}
-    assert spec["patient_column"] == "patient_id" and spec["channel_names"] == {"0": "T1c"}
-    assert verify_dataset(converted, progress=False).ok
+@pytest.fixture(scope="module")
+def converted(run) -> Path:
+    return run["folder"]
 
 
-def test_each_lesion_is_an_instance_and_the_skull_is_ignored(converted):
-    import SimpleITK as sitk
-    from scipy import ndimage
-
-    for case, expected in (("GK_001", 2), ("GK_005_20190701", 3)):
-        mask = sitk.GetArrayFromImage(sitk.ReadImage(str(converted / "labelsTr" / f"{case}.nii.gz")))
-        assert ndimage.label(mask > 0, structure=np.ones((3, 3, 3)))[1] == expected
-        assert mask.sum() < 0.05 * mask.size  # not the 30 mm Skull ROI
-
-
-def test_recurrence_cells():
-    module = _load_script()
-    assert [module.recurrence_value(v) for v in ("Yes", "no", "Recurrence", "stable", "1", "0")] == [1, 0, 1, 0, 1, 0]
-    assert np.isnan(module.recurrence_value("")) and np.isnan(module.recurrence_value("pending"))
-
-
-def test_missing_column_names_the_sheet(source, tmp_path, capsys):
-    broken = tmp_path / "broken.xlsx"
-    with pd.ExcelWriter(broken) as writer:
-        pd.DataFrame({"unique_pt_id": ["1"], "Course #": ["1"]}).to_excel(writer, sheet_name="lesion_level", index=False)
-    assert _load_script().main(["-i", str(source), "-o", str(tmp_path / "raw"), "--table", str(broken),
-                                "--no_progress"]) == 1
-    err = capsys.readouterr().err
-    assert "lesion_level" in err and "Recurrence" in err and "broken.xlsx" in err
-
-
-def test_plan_preprocess_and_a_few_training_steps(converted, tmp_path, monkeypatch):
-    assert (converted / "lesionsTr.csv").is_file()  # the round trip runs with the lesion table
-    trainer = plan_preprocess_and_train(104, converted.parent, tmp_path, monkeypatch)
-    assert len(trainer.log) == 1 and np.isfinite(trainer.log[0]["train"]["loss"])
+def _clinical(folder: Path) -> pd.DataFrame:
+    return pd.read_csv(folder / "clinicalTr.csv", dtype=str, keep_default_na=False).set_index("case_id")
 
 
 def _lesions(folder: Path) -> pd.DataFrame:
     return pd.read_csv(folder / "lesionsTr.csv", dtype=str, keep_default_na=False)
 
 
-def test_lesion_level_recurrence_is_written_per_lesion(converted):
+def _warnings(folder: Path, patient: str) -> list[str]:
+    log = json.loads((folder / "dicom_conversion.json").read_text())
+    return [w for w in log["warnings"] if w.startswith(f"WARNING [patient {patient} |")]
+
+
+def test_cases_and_clinical_columns(converted):
+    table = _clinical(converted)
+    assert sorted(table.index) == CASES  # GK_102's second course (a meningioma) is skipped
+    assert table["course"].to_dict() == {"GK_101": "1", "GK_102_20181201": "1", "GK_102_20200110": "3",
+                                         "GK_103": "1", "GK_104": "1", "GK_105": "1"}
+    assert table.loc["GK_102_20181201", "patient_id"] == table.loc["GK_102_20200110", "patient_id"] == "GK_102"
+    assert table.loc["GK_104", "patient_id"] == "GK_104"  # unique_pt_id 104 matched by its digits
+    assert table["age"].astype(float).to_dict() == {"GK_101": 61, "GK_102_20181201": 54, "GK_102_20200110": 56,
+                                                    "GK_103": 70, "GK_104": 48, "GK_105": 66}
+    assert table["sex"].to_dict() == {"GK_101": "F", "GK_102_20181201": "M", "GK_102_20200110": "M",
+                                      "GK_103": "F", "GK_104": "M", "GK_105": "F"}  # "Male" read as M
+    assert table.loc["GK_102_20200110", "primary"] == "Melanoma" and table.loc["GK_103", "primary"] == "Breast"
+    assert table["fractions"].astype(float).to_dict() == {c: 5.0 if c == "GK_102_20200110" else 1.0 for c in CASES}
+    assert table["multi_fraction"].astype(float).to_dict() == {c: float(c == "GK_102_20200110") for c in CASES}
+    assert table["n_lesions_treated"].astype(float).to_dict() == {"GK_101": 2, "GK_102_20181201": 1,
+                                                                  "GK_102_20200110": 2, "GK_103": 4, "GK_104": 2,
+                                                                  "GK_105": 1}
+    dose = table["prescription_dose_gy"].astype(float).to_dict()  # D98 of each course's RTDOSE
+    assert dose == pytest.approx({"GK_101": 20.0, "GK_102_20181201": 18.0, "GK_102_20200110": 25.0,
+                                  "GK_103": 16.0, "GK_104": 22.0, "GK_105": 24.0}, abs=0.05)
+    assert set(table["prescription_dose_source"]) == {"rtdose_d98"}
+    spec = json.loads((converted / "dataset.json").read_text())
+    assert spec["clinical_features"] == {"n_lesions_treated": "numeric", "fractions": "numeric",
+                                         "multi_fraction": "binary", "age": "numeric", "sex": "categorical",
+                                         "primary": "categorical", "prescription_dose_gy": "numeric"}
+    assert spec["endpoints"] == {"local_failure": {"type": "binary", "aggregation": "any_lesion"}}
+    assert spec["patient_column"] == "patient_id" and spec["channel_names"] == {"0": "T1c"}
+    assert "within 12 months" in spec["description"]
+
+
+def test_local_failure_at_the_horizon(converted):
+    table = _clinical(converted)
+    assert table["local_failure"].to_dict() == {
+        "GK_101": "1.0",  # a recurrence at 6 months
+        "GK_102_20181201": "0.0",  # followed 20 months without recurrence
+        "GK_102_20200110": "",  # 6 months without recurrence (unknown), a recurrence at 18 months (0)
+        "GK_103": "1.0",  # the lesion that recurred could not be tied to a ROI, but it recurred
+        "GK_104": "",  # an mri_type not understood
+        "GK_105": "0.0",
+    }
+    assert table["followup_months"].astype(float).to_dict() == {"GK_101": 14, "GK_102_20181201": 20,
+                                                                "GK_102_20200110": 18, "GK_103": 15,
+                                                                "GK_104": 24, "GK_105": 30}
     lesions = _lesions(converted)
-    rows = sorted(zip(lesions["case_id"], lesions["roi_name"], lesions["local_failure"], lesions["course"],
-                      lesions["dose_gy"]))
-    assert rows == [
-        ("GK_001", "Lesion 1", "0", "1", "20"), ("GK_001", "Lesion 2", "1", "1", "18"),
-        ("GK_002", "Lesion 1", "0", "1", ""),
-        ("GK_003", "Lesion 1", "0", "1", ""), ("GK_003", "Lesion 2", "0", "1", ""),
-        ("GK_004", "Lesion 1", "", "1", ""), ("GK_004", "Lesion 2", "0", "1", ""),
-        ("GK_005_20190101", "Lesion 1", "1", "1", "24"),
-        ("GK_005_20190701", "Lesion 1", "0", "2", "20"), ("GK_005_20190701", "Lesion 2", "0", "2", "20"),
-        ("GK_005_20190701", "Lesion 3", "0", "2", "18"),
+    rows = sorted(zip(lesions["case_id"], lesions["roi_name"], lesions["local_failure"],
+                      lesions["local_failure_time"], lesions["followup_months"], lesions["course"],
+                      lesions["fractions"]))
+    assert rows == [  # the time of an unknown outcome is left empty; followup_months keeps the duration
+        ("GK_101", "Lesion 1", "1", "6", "6", "1", "1"), ("GK_101", "Lesion 2", "0", "14", "14", "1", "1"),
+        ("GK_102_20181201", "Lesion 1", "0", "20", "20", "1", "1"),
+        ("GK_102_20200110", "Lesion 1", "", "", "6", "3", "5"),
+        ("GK_102_20200110", "Lesion 2", "0", "18", "18", "3", "5"),
+        ("GK_103", "Lesion 1", "0", "13", "13", "1", "1"), ("GK_103", "Lesion 2", "0", "15", "15", "1", "1"),
+        ("GK_104", "Lesion 1", "0", "24", "24", "1", "1"), ("GK_104", "Lesion 2", "", "", "24", "1", "1"),
+        ("GK_105", "Lesion 1", "0", "30", "30", "1", "1"),
     ]
-    # the rolled-up case label agrees with its lesions (any lesion recurred -> 1)
-    table = pd.read_csv(converted / "clinicalTr.csv", dtype=str, keep_default_na=False).set_index("case_id")
-    for case, own in lesions.groupby("case_id"):
-        values = set(own["local_failure"])
-        expected = "1.0" if "1" in values else "0.0" if values == {"0"} else ""
-        assert table.loc[case, "local_failure"] == expected, case
-    log = json.loads((converted / "dicom_conversion.json").read_text())
-    assert any(w.startswith("WARNING [patient 9 |") and "no converted study" in w for w in log["warnings"])
+    assert lesions.set_index(["case_id", "roi_name"]).loc[("GK_103", "Lesion 1"), "lesion_name_nrrd"] == "lesion_1"
 
 
-def test_each_lesion_point_lies_in_its_roi(converted, source_tree):
+def test_verifier_matches_every_lesion_row(converted, download, monkeypatch):
+    report = verify_dataset(converted, progress=False)  # a lesion row matching no lesion would be an error
+    assert report.ok and [str(p) for p in report.problems] == []
     import SimpleITK as sitk
 
+    truth = {case: study for (patient, date), study in download["studies"].items()
+             for case in CASES if case in (patient, f"{patient}_{date}")}
     for _, row in _lesions(converted).iterrows():
         image = sitk.ReadImage(str(converted / "labelsTr" / f"{row['case_id']}.nii.gz"))
-        mask = sitk.GetArrayFromImage(image)
         index = image.TransformPhysicalPointToIndex((float(row["x_mm"]), float(row["y_mm"]), float(row["z_mm"])))
-        assert mask[index[::-1]] > 0, (row["case_id"], row["roi_name"])
+        assert sitk.GetArrayFromImage(image)[index[::-1]] > 0, (row["case_id"], row["roi_name"])
         centre = np.asarray(image.TransformIndexToPhysicalPoint(index))
-        spheres = source_tree["truth"][row["case_id"]]
-        inside = [name for name, sphere in spheres.items() if sphere.contains(centre)]
+        inside = [name for name, s in truth[row["case_id"]].spheres.items() if s.contains(centre)]
         assert inside == [row["roi_name"]], (row["case_id"], row["roi_name"], inside)
-
-
-def test_verifier_accepts_the_lesion_table(converted, monkeypatch):
     monkeypatch.setenv("glmil_raw", str(converted.parent))
     assert verify_dataset_entry(["-d", "104", "-np", "1", "--no_progress"]) == 0
 
 
-def test_a_lesion_name_without_its_roi_stops_the_conversion(source_tree, tmp_path, capsys):
-    lesions = source_tree["lesions"].copy()
-    lesions.loc[1, "Lesion Name"] = "Lesion 7"  # patient 1, course 1: its RTSTRUCT has Lesion 1 and Lesion 2
-    table = tmp_path / "renamed.xlsx"
-    _write_sheets(table, lesions, source_tree["courses"])
-    raw = tmp_path / "raw"
-    assert _load_script().main(["-i", str(source_tree["root"]), "-o", str(raw), "--table", str(table),
-                                "--no_progress"]) == 1
-    line = next(line for line in capsys.readouterr().err.splitlines() if "Lesion 7" in line)
-    assert line.startswith("ERROR [patient GK_001 |") and "renamed.xlsx" in line
-    assert "not among the selected structures ['Lesion 1', 'Lesion 2']" in line
-    assert not (raw / DATASET).exists()
+def test_each_lesion_is_an_instance_and_the_skull_is_ignored(converted):
+    import SimpleITK as sitk
+    from scipy import ndimage
+
+    for case, expected in (("GK_101", 2), ("GK_103", 4)):
+        mask = sitk.GetArrayFromImage(sitk.ReadImage(str(converted / "labelsTr" / f"{case}.nii.gz")))
+        assert ndimage.label(mask > 0, structure=np.ones((3, 3, 3)))[1] == expected
+        assert mask.sum() < 0.05 * mask.size  # not the 30 mm Skull ROI
+
+
+def test_doubtful_lesion_names_are_reported_per_patient(converted):
+    (line,) = _warnings(converted, "GK_103")  # one warning for the patient, naming every doubtful row
+    assert "course 1, lesion_level row 8 (Lesion # '1', name 'lesion_1'): matched ROI 'Lesion 1'" in line
+    assert "row 10 (Lesion # '3', name 'Met_3'): ambiguous, candidate ROIs ['Lt Met 3', 'Rt Met 3']; left out" in line
+    assert "row 11 (Lesion # '4', name 'Lesion 4'): no ROI matches; left out" in line
+    assert "['Lesion 1', 'Lesion 2', 'Lt Met 3', 'Rt Met 3']" in line and "row 9" not in line
+    assert _warnings(converted, "GK_101") == []  # exact names: nothing to report
+    assert sorted(_lesions(converted).query("case_id == 'GK_103'")["roi_name"]) == ["Lesion 1", "Lesion 2"]
+
+
+def test_unknown_values_and_skipped_courses_are_warned(converted):
+    (mri_type,) = _warnings(converted, "104")
+    assert "lesion_level row 13: column 'mri_type': value 'pending review' not understood, left unknown" in mri_type
+    (skipped,) = [w for w in _warnings(converted, "GK_102") if "skipped" in w]
+    assert "course 2 (study 20190305): column 'Diagnosis (Only want Mets)' value 'Meningioma'" in skipped
+    (no_images,) = _warnings(converted, "GK_109")
+    assert "no converted study of that course" in no_images
+
+
+def test_output_ends_with_the_conversion_report(run):
+    lines = run["out"].strip().splitlines()
+    assert lines[0] == f"Converted {DATASET}:" and lines[-1].startswith("Wrote and verified")
+    report = "\n".join(lines)
+    assert "cases: 6 Tr" in report and "channels: 0 T1c" in report
+    assert "local_failure (binary, any lesion): 4 known, positive 2" in report
+    assert "lesion table: 10 lesions in 6 cases; local_failure positive 1" in report
+    assert "pending review" in run["err"]  # the warnings go to stderr
+
+
+def test_horizon_option_ever(download, tmp_path):
+    code, _, err = _run(["-i", str(download["root"]), "-o", str(tmp_path), "--horizon-months", "0",
+                         "--mri-type", "pending review=no_recurrence", "--no_progress"])
+    assert code == 0, err
+    table = _clinical(tmp_path / DATASET)
+    assert table.loc["GK_102_20200110", "local_failure"] == "1.0"  # the recurrence at 18 months counts
+    assert table.loc["GK_104", "local_failure"] == "0.0"  # 'pending review' read as no recurrence
+    assert "ever" in json.loads((tmp_path / DATASET / "dataset.json").read_text())["description"]
+
+
+def test_outcome_at_the_horizon():
+    assert outcome_at_horizon(1.0, 6, 12) == 1.0 and outcome_at_horizon(1.0, 12, 12) == 1.0
+    assert outcome_at_horizon(1.0, 18, 12) == 0.0  # recurred after the horizon: 0 at the horizon
+    assert outcome_at_horizon(0.0, 12, 12) == 0.0 and np.isnan(outcome_at_horizon(0.0, 6, 12))
+    assert np.isnan(outcome_at_horizon(1.0, NAN, 12)) and np.isnan(outcome_at_horizon(NAN, 30, 12))
+    assert outcome_at_horizon(1.0, 18, None) == 1.0 and outcome_at_horizon(0.0, 1, None) == 0.0
+
+
+def test_value_vocabularies():
+    words = ("recurrence", "Recurrence", "stable", "Follow-up", "follow_up")
+    assert [recurrence_of(v) for v in words] == [1, 1, 0, 0, 0]
+    assert np.isnan(recurrence_of("")) and recurrence_of("pending") is None
+    assert recurrence_of("pending", vocabulary_options(["Pending=recurrence"], ("recurrence",), "--mri-type")) == 1
+    assert [diagnosis_kind(v) for v in ("Mets", "brain metastasis", "yes", "", "Meningioma", "non-mets", "no")] == \
+        ["metastasis"] * 4 + ["other"] * 3
+    assert diagnosis_kind("Lymphoma") is None
+    with pytest.raises(ValueError, match="--diagnosis"):
+        vocabulary_options(["Lymphoma"], ("metastasis", "other"), "--diagnosis")
+
+
+def test_lesion_name_rules():
+    rois = ["Lesion 1", "Lesion 11", "Lt Met 3", "Rt Met 3", "met-3"]
+    assert match_roi("Lesion 1", "1", rois).how == EXACT
+    assert (match_roi("lesion_11", "", rois).roi, match_roi("lesion_11", "", rois).how) == ("Lesion 11", LOOSE)
+    assert match_roi("GK_4871_L_Lesion1.nrrd", "", rois).roi == "Lesion 1"  # NRRD file name
+    assert match_roi("target", "11", rois).roi == "Lesion 11"  # by Lesion # alone, not 'Lesion 1'
+    assert match_roi("target", "11", rois).how == NUMBER
+    assert (match_roi("Met_3", "3", rois).how, match_roi("Met_3", "3", rois).roi) == (LOOSE, "met-3")
+    assert (match_roi("x", "3", rois[:4]).how, match_roi("x", "3", rois[:4]).candidates) == (AMBIGUOUS,
+                                                                                             ("Lt Met 3", "Rt Met 3"))
+    assert match_roi("MET 3", "", ["Met 3", "met_3"]).how == AMBIGUOUS  # several ROIs by name
+    assert match_roi("MET 3", "3", ["Met 3", "met_3"]).how == AMBIGUOUS  # which Lesion # cannot tell apart
+    assert match_roi("Lesion 7", "7", rois).how == NONE
+    rows = [_row("Lesion 1", "1"), _row("lesion_1", "2")]
+    assert [m.how for m in match_course(rows, rois)] == [DUPLICATE, DUPLICATE]
+    assert match_course([_row("Met 3", "")], ["Met 3", "met  3"])[0].how == AMBIGUOUS  # equal up to case and spaces
+
+
+def _row(name: str, number: str):
+    from glmil_auto.dataset_conversion.brain_tr_tables import LesionRow
+
+    return LesionRow(2, "GK_1", 1, number, name, "", "stable", 0.0, 20.0, 1.0, 0.0)
+
+
+def test_series_from_metadata_or_a_header_search(tmp_path):
+    study = FakeStudy("GK_201", "20180101", {"Lesion 1": 4.0}, 20.0)
+    rows = write_study(tmp_path, study, backslashes=True)
+    searched, notes = read_download(tmp_path)  # no metadata.csv: every file is read
+    assert notes == [] and searched.metadata is None
+    write_metadata(tmp_path, rows + [{**rows[0], "File Location": "./Brain-TR-GammaKnife/GK_201/gone/1-1"}])
+    listed, notes = read_download(tmp_path)
+    assert listed.metadata == tmp_path / "metadata.csv" and listed.folders == 3
+    assert [str(n) for n in notes] == [f"WARNING [patient GK_201 | {tmp_path / 'metadata.csv'}]: File Location "
+                                       "'./Brain-TR-GammaKnife/GK_201/gone/1-1' (MR) is not a folder of the "
+                                       "download: series left out"]
+    for found in (searched, listed):
+        assert [len(s.files) for s in found.inventory.series.values()] == [14]
+        assert len(found.inventory.rtstructs) == 1 and [d.modality for d in found.doses] == ["RTDOSE"]
+
+
+def test_missing_column_names_the_sheet(download, tmp_path):
+    broken = write_workbook(tmp_path / "broken.xlsx", LESIONS, COURSES)
+    with pd.ExcelWriter(broken, mode="a", if_sheet_exists="replace") as writer:  # lesion_level without mri_type
+        pd.read_excel(broken, sheet_name="lesion_level").drop(columns="mri_type").to_excel(
+            writer, sheet_name="lesion_level", index=False)
+    code, _, err = _run(["-i", str(download["root"]), "-o", str(tmp_path / "raw"), "--table", str(broken),
+                         "--no_progress"])
+    assert code == 1
+    assert "sheet 'lesion_level' lacks column(s) ['mri_type']" in err and "broken.xlsx" in err
+
+
+def test_no_workbook_is_an_error(tmp_path):
+    code, _, err = _run(["-i", str(tmp_path), "-o", str(tmp_path / "raw"), "--no_progress"])
+    assert code == 1 and "no .xlsx workbook with sheets 'lesion_level' and 'course_level'" in err
+
+
+def test_plan_preprocess_and_a_few_training_steps(converted, tmp_path, monkeypatch):
+    assert (converted / "lesionsTr.csv").is_file()  # the round trip runs with the lesion table
+    trainer = plan_preprocess_and_train(104, converted.parent, tmp_path, monkeypatch)
+    assert len(trainer.log) == 1 and np.isfinite(trainer.log[0]["train"]["loss"])

@@ -28,7 +28,7 @@ from glmil_auto.model.instance_encoder import NUM_DESCRIPTORS
 from glmil_auto.preprocessing.plan_and_preprocess import plan_and_preprocess
 from glmil_auto.preprocessing.storage import case_paths, load_case
 from glmil_auto.synthetic import generate_synthetic_dataset
-from glmil_auto.training.augmentation import (
+from glmil_auto.training.data_augmentation.augmentation import (
     NUM_PROCESSES_ENV,
     SeededSingleThreadedAugmenter,
     default_num_processes,
@@ -36,8 +36,8 @@ from glmil_auto.training.augmentation import (
     get_validation_transforms,
     make_augmenter,
 )
-from glmil_auto.training.bag_collation import collate_bags, instances_within_budget
-from glmil_auto.training.data_loader import GLMILDataLoader, case_targets
+from glmil_auto.training.dataloading.bag_collation import collate_bags, instances_within_budget
+from glmil_auto.training.dataloading.data_loader import GLMILDataLoader, case_targets
 from radiomic_inputs import global_channels
 
 NAME = "Dataset001_SynthBrainMets"
@@ -187,7 +187,7 @@ def test_training_batches_hold_at_most_the_planned_instances(data, caplog):
     budget = max(4, int(min(counts)) - 1)
     assert max(counts) > budget  # the budget bites on these batches
     packed = make_loader(data, batch_size=4, seed=3, max_instances_per_batch=budget)
-    with caplog.at_level("INFO", logger="glmil_auto.training.data_loader"):
+    with caplog.at_level("INFO", logger="glmil_auto.training.dataloading.data_loader"):
         for _ in range(6):
             batch = packed.generate_train_batch()
             assert batch["instance_mask"].sum() <= budget

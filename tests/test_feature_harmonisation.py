@@ -1,4 +1,4 @@
-"""Harmonisation of the scanner-dependent lesion features per fold (training/feature_harmonisation.py):
+"""Harmonisation of the scanner-dependent lesion features per fold (training/starting_point/feature_harmonisation.py):
 hand-made properties of two centres with a known scanner offset on the texture features, then one
 tiny trained fold whose harmonisation.json the predictor reads and ``glmil_predict --harmonise``
 extends to the held-out centre."""
@@ -18,8 +18,8 @@ import pytest
 from glmil_auto.preprocessing.lesion_features.lesion_frame import LESION_FEATURES
 from glmil_auto.preprocessing.lesion_features.patients import patient_feature_names, patient_features
 from glmil_auto.preprocessing.lesion_features.stored_features import stored_lesion_frame
-from glmil_auto.training.feature_harmonisation import CentreTransform, FeatureHarmoniser, harmonised_feature_names
-from glmil_auto.training.trainer import GLMILTrainer
+from glmil_auto.training.starting_point.feature_harmonisation import CentreTransform, FeatureHarmoniser, harmonised_feature_names
+from glmil_auto.training.trainers.trainer import GLMILTrainer
 
 IBSI = ["t1c_stat_mean", "t1c_glcm_contrast", "flair_glcm_energy"]
 NAMES = [*LESION_FEATURES, *IBSI]
@@ -136,7 +136,7 @@ def test_an_unseen_centre_passes_unchanged_and_fit_new_centre_aligns_it(caplog):
     properties, centres = cohort()
     harmoniser = FeatureHarmoniser.fit(properties, centres, NAMES, CASE_NAMES)
     new, _ = cohort(seed=1, centres={"C": 25})
-    with caplog.at_level(logging.WARNING, logger="glmil_auto.training.feature_harmonisation"):
+    with caplog.at_level(logging.WARNING, logger="glmil_auto.training.starting_point.feature_harmonisation"):
         unchanged = [harmoniser.transform(p, "C") for p in new]
     assert all(u is p for u, p in zip(unchanged, new))
     assert sum("centre 'C' pass unharmonised" in r.getMessage() for r in caplog.records) == 1  # once per centre
@@ -263,7 +263,7 @@ def test_a_trained_fold_writes_its_harmonisation_and_glmil_predict_harmonise_use
     from glmil_auto.inference.model_folder import ModelFolderError
     from glmil_auto.inference.predictor import GLMILPredictor
     from glmil_auto.preprocessing.storage import load_properties
-    from glmil_auto.training.checkpointing import load_checkpoint, save_checkpoint
+    from glmil_auto.training.trainers.checkpointing import load_checkpoint, save_checkpoint
     from glmil_auto.utilities.content_hash import json_sha256
 
     trainer, model, raw = trained["trainer"], trained["model"], trained["raw"]

@@ -121,7 +121,7 @@ def test_candidates_and_threshold_from_the_properties():
 
 # ---------------------------------------------------------------------- augmentation
 def test_intensity_augmentation_leaves_the_foci_channel_and_the_mask_alone():
-    from glmil_auto.training.augmentation import DEFAULT_PROBABILITIES, get_training_transforms
+    from glmil_auto.training.data_augmentation.augmentation import DEFAULT_PROBABILITIES, get_training_transforms
 
     plans = {"num_input_channels": 3, "preprocessing": {"small_foci": dict(SECTION)},
              "training": {"augmentation": {
@@ -195,7 +195,7 @@ def test_no_foci_channel_ignores_the_channel_and_the_candidates():
 
 
 def test_shap_treats_the_foci_pair_as_one_feature_and_adds_up():
-    from glmil_auto.inference.shap_explanations import FOCI_FEATURE, explanation_inputs, shap_values
+    from glmil_auto.model.shap_explanations import FOCI_FEATURE, explanation_inputs, shap_values
 
     network = foci_network(True)
     clinical = [{"name": "age", "type": "numeric", "mean": 60.0, "std": 10.0}]

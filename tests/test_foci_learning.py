@@ -48,9 +48,9 @@ from glmil_auto.model.clinical_offset import VOLUMETRIC_DESIGN_NAMES
 from glmil_auto.preprocessing.dataset_preprocessor import DatasetPreprocessor
 from glmil_auto.preprocessing.plan_and_preprocess import plan_and_preprocess
 from glmil_auto.preprocessing.storage import load_case
+from glmil_auto.training.dataloading.splits import make_splits
 from glmil_auto.training.run_training import run_training
-from glmil_auto.training.splits import make_splits
-from glmil_auto.training.trainer import GLMILTrainer
+from glmil_auto.training.trainers.trainer import GLMILTrainer
 from torch_threads import one_thread
 
 CPU = DeviceProfile("cpu", "cpu", 2.0, 2)

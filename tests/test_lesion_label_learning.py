@@ -19,7 +19,7 @@ from sklearn.metrics import roc_auc_score
 
 import branch_learning_data as data
 from glmil_auto.model import build_network
-from glmil_auto.training.losses import GLMILLoss
+from glmil_auto.training.loss.losses import GLMILLoss
 from test_branch_learning import CHANCE_AUC, N_TEST, make_batch, tiny_plans
 from torch_threads import one_thread
 

@@ -1,4 +1,4 @@
-"""Linear probes on embeddings (glmil_auto.evaluation.linear_probes): they find a linearly held
+"""Linear probes on embeddings (glmil_auto.evaluation.benchmarking.linear_probes): they find a linearly held
 target and nothing in noise, never split a case across folds, and the paired case bootstrap
 separates an informative embedding from noise but not noise from noise."""
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import r2_score, roc_auc_score
 
-from glmil_auto.evaluation.linear_probes import (
+from glmil_auto.evaluation.benchmarking.linear_probes import (
     paired_probe_comparison,
     probe_folds,
     probe_predictions,

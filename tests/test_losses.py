@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from glmil_auto.model.network import GLMILOutput
-from glmil_auto.training.losses import (
+from glmil_auto.training.loss.losses import (
     CoxRiskMemory,
     GLMILLoss,
     cox_partial_likelihood_efron,

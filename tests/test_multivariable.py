@@ -9,7 +9,7 @@ import statsmodels.api as sm
 from lifelines import CoxPHFitter
 from lifelines.datasets import load_rossi
 
-from glmil_auto.evaluation.multivariable import (
+from glmil_auto.evaluation.clinical_models.multivariable import (
     COX_COLUMNS,
     LOGISTIC_COLUMNS,
     encode_covariates,

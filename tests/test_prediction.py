@@ -22,7 +22,7 @@ from glmil_auto.inference.test_time_augmentation import mirror_case_batch, mirro
 from glmil_auto.preprocessing.plan_and_preprocess import plan_and_preprocess
 from glmil_auto.synthetic import generate_synthetic_dataset
 from glmil_auto.training.run_training import run_training
-from glmil_auto.training.trainer import GLMILTrainer
+from glmil_auto.training.trainers.trainer import GLMILTrainer
 
 NAME = "Dataset001_SynthBrainMets"
 BINARY = ["local_failure", "distant_failure", "leptomeningeal_failure"]
@@ -384,7 +384,7 @@ def test_risk_groups_come_from_the_out_of_fold_predictions_of_the_checkpoint_use
 def test_explain_writes_shap_contributions_that_add_up_to_the_ensemble(trained, tmp_path, capsys):
     """--explain: every case's JSON has, per endpoint, every feature's SHAP value, largest first,
     adding up to the folds' mean logit (binary) or to the ensembled standardised risk (survival)."""
-    from glmil_auto.inference.shap_explanations import FOCI_FEATURE, GLOBAL_FEATURE, LESION_FEATURE, LOCAL_FEATURE
+    from glmil_auto.model.shap_explanations import FOCI_FEATURE, GLOBAL_FEATURE, LESION_FEATURE, LOCAL_FEATURE
 
     out = tmp_path / "explained"
     frame, failures = predict(trained, out, use_tta=False, explain=True)
@@ -426,7 +426,6 @@ def test_glmil_evaluate_held_out_and_cross_validation(trained, ensemble, tmp_pat
     from sklearn.metrics import roc_auc_score
     from sksurv.metrics import concordance_index_censored
 
-    from glmil_auto.evaluation.delong import delong_test
     from glmil_auto.evaluation.evaluate_command import evaluate_entry
 
     out, frame, _ = ensemble

@@ -19,7 +19,7 @@ from glmil_auto.preprocessing.plan_and_preprocess import plan_and_preprocess
 from glmil_auto.pretraining.entry_points import pretrain_entry
 from glmil_auto.pretraining.masking import block_mask, hide
 from glmil_auto.pretraining.plan_pretraining import STEP_BUDGET, plan_pretraining
-from glmil_auto.pretraining.pretrained_weights import (
+from glmil_auto.model.pretrained_weights import (
     ENCODER_MODULES, PretrainedArchitectureMismatch, architecture_sha256, load_pretrained_encoders, read_pretrained,
 )
 from glmil_auto.pretraining.pretrainer import GLMILPretrainer
@@ -27,9 +27,9 @@ from glmil_auto.pretraining.pretraining_data import PretrainingLoader
 from glmil_auto.pretraining.run_pretraining import target_cases
 from glmil_auto.pretraining.views import view_transforms
 from glmil_auto.synthetic import generate_synthetic_dataset
-from glmil_auto.training.augmentation import GaussianNoiseTransform, MirrorTransform, SpatialTransform
+from glmil_auto.training.data_augmentation.augmentation import GaussianNoiseTransform, MirrorTransform, SpatialTransform
 from glmil_auto.training.run_training import run_training
-from glmil_auto.training.trainer import GLMILTrainer
+from glmil_auto.training.trainers.trainer import GLMILTrainer
 from radiomic_inputs import global_channels
 
 NAME = "Dataset001_SynthBrainMets"
@@ -193,7 +193,7 @@ def reference_shape(plans: dict, which: str) -> tuple[int, ...]:
 def test_glmil_train_pretrained_weights_freezes_then_records_the_source(env, checkpoint):
     # the last epoch's weights (not the selected starting point), to see what one frozen epoch changed
     trainer_class = type("TinyFineTuning", (TinyFineTuning,), {"num_epochs": 1, "select_best_checkpoint": False})
-    import glmil_auto.training.trainer_registry as registry
+    import glmil_auto.training.trainers.trainer_registry as registry
 
     original = registry.find_trainer
     registry_calls = []
@@ -279,7 +279,7 @@ def test_block_mask_hides_the_planned_share_and_keeps_the_lesion_mask():
 
 
 def test_strict_setting_sees_only_the_folds_training_cases_and_fits_only_that_fold(env):
-    from glmil_auto.training.splits import load_or_create_splits
+    from glmil_auto.training.dataloading.splits import load_or_create_splits
 
     preprocessed = env["root"] / "preprocessed" / NAME
     if not (preprocessed / "splits_final.json").is_file():

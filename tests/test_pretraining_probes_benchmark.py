@@ -17,7 +17,7 @@ from glmil_auto.experiment_planning.fingerprint.extractor import DatasetFingerpr
 from glmil_auto.preprocessing.plan_and_preprocess import plan_and_preprocess
 from glmil_auto.preprocessing.storage import load_array, load_properties
 from glmil_auto.pretraining.embeddings import global_embeddings, lesion_embeddings, probe_network
-from glmil_auto.pretraining.pretrained_weights import (
+from glmil_auto.model.pretrained_weights import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
     architecture_block,
@@ -25,7 +25,7 @@ from glmil_auto.pretraining.pretrained_weights import (
     encoder_state,
 )
 from glmil_auto.synthetic import generate_synthetic_dataset
-from glmil_auto.training.bag_collation import collate_bags, instance_descriptors
+from glmil_auto.training.dataloading.bag_collation import collate_bags, instance_descriptors
 from torch_threads import one_thread
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "pretraining_probes.py"

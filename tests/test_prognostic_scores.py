@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from glmil_auto.dataset.clinical_scores_block import validate_clinical_scores_block
 from glmil_auto.dataset.problems import ERROR
-from glmil_auto.evaluation.prognostic_scores import (
+from glmil_auto.evaluation.clinical_models.prognostic_scores import (
     breast_subtype_class,
     compute_scores,
     ds_gpa,
@@ -18,7 +19,6 @@ from glmil_auto.evaluation.prognostic_scores import (
     primary_histology,
     rpa_class,
     scores_as_risk,
-    validate_clinical_scores_block,
 )
 
 

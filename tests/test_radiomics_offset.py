@@ -14,8 +14,8 @@ from glmil_auto.model.instance_encoder import NUM_DESCRIPTORS
 from glmil_auto.model.starting_point import lesion_log_survival, noisy_or_logit
 from glmil_auto.preprocessing.lesion_features.lesion_frame import LESION_FEATURES
 from glmil_auto.preprocessing.lesion_features.patients import patient_feature_names, patient_features
-from glmil_auto.training.bag_collation import case_extras, collate_bags, collate_extras, instance_descriptors
-from glmil_auto.training.radiomics_offset_fit import fit_starting_point
+from glmil_auto.training.dataloading.bag_collation import case_extras, collate_bags, collate_extras, instance_descriptors
+from glmil_auto.training.starting_point.radiomics_offset_fit import fit_starting_point
 
 FEATURES = [{"name": "age", "type": "numeric", "mean": 0.0, "std": 1.0},
             {"name": "primary", "type": "categorical", "categories": ["breast", "lung", "melanoma"]}]

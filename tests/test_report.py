@@ -17,9 +17,9 @@ from markupsafe import escape
 from matplotlib.image import imread
 from scipy.stats import chi2_contingency, norm
 
-from glmil_auto.evaluation import report_plots
-from glmil_auto.evaluation.render_report import render_to_png
-from glmil_auto.evaluation.report_html import format_ci, format_number, format_p_value, render_report, write_report
+from glmil_auto.evaluation.report import report_plots
+from glmil_auto.evaluation.report.render_report import render_to_png
+from glmil_auto.evaluation.report.report_html import format_ci, format_number, format_p_value, render_report, write_report
 
 DATASET = 'Dataset001_BrainMets <script>alert("x")</script>'
 COMMAND = ["glmil_evaluate", "-d", "Dataset001_BrainMets", "-p", "/data/predictions/oof predictions.csv",

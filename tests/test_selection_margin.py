@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from glmil_auto.evaluation.delong import delong_auc_covariance
-from glmil_auto.training.validation_metrics import paired_bootstrap_standard_error
+from glmil_auto.evaluation.metrics.delong import delong_auc_covariance
+from glmil_auto.training.validation.validation_metrics import paired_bootstrap_standard_error
 
 ENDPOINTS = [{"name": "event", "type": "binary"}]
 

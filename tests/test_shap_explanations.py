@@ -1,4 +1,4 @@
-"""SHAP of the fusion (``glmil_auto.inference.shap_explanations``): exact against a brute-force
+"""SHAP of the fusion (``glmil_auto.model.shap_explanations``): exact against a brute-force
 Shapley computation, additive, zero for evidence the output does not use, the permutation path for
 many features, the per-case block, and the report's summary plot."""
 
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from glmil_auto.evaluation.report_plots import shap_summary_figure
-from glmil_auto.evaluation.shap_summary import shap_summary
-from glmil_auto.inference.shap_explanations import (
+from glmil_auto.evaluation.report.report_plots import shap_summary_figure
+from glmil_auto.evaluation.report.shap_summary import shap_summary
+from glmil_auto.model.shap_explanations import (
     GLOBAL_FEATURE,
     LOCAL_FEATURE,
     ExplanationInputs,

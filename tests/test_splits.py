@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from glmil_auto.dataset.dataset_json import spec_from_dict
-from glmil_auto.training.splits import fold_cases, load_or_create_splits, make_splits, stratification_labels
+from glmil_auto.training.dataloading.splits import fold_cases, load_or_create_splits, make_splits, stratification_labels
 
 SPEC = spec_from_dict({
     "channel_names": {"0": "T1c"}, "labels": {"background": 0, "met": 1}, "numTraining": 0, "file_ending": ".nii.gz",
@@ -117,7 +117,7 @@ def cohort_with_repeat_exams(n_patients=60, seed=0) -> pd.DataFrame:
 
 
 def test_exams_of_one_patient_never_span_training_and_validation(tmp_path):
-    from glmil_auto.training.splits import patients_in_two_sets
+    from glmil_auto.training.dataloading.splits import patients_in_two_sets
 
     table = cohort_with_repeat_exams()
     assert table["patient_id"].value_counts().max() > 1

@@ -1,4 +1,4 @@
-"""Agreement tests of glmil_auto.evaluation.survival_metrics with scikit-survival and lifelines.
+"""Agreement tests of glmil_auto.evaluation.metrics.survival_metrics with scikit-survival and lifelines.
 
 Data: scikit-survival's ``load_whas500`` (Worcester Heart Attack Study, follow-up in days, here
 converted to months) and lifelines' ``load_rossi`` (recidivism, weeks), both shipped with the
@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from glmil_auto.evaluation.survival_metrics import (
+from glmil_auto.evaluation.metrics.survival_metrics import (
     BreslowBaseline,
     breslow_baseline,
     harrell_c_with_ci,

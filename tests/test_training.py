@@ -16,10 +16,10 @@ from glmil_auto.experiment_planning.device_profile import DeviceProfile
 from glmil_auto.experiment_planning.fingerprint.extractor import DatasetFingerprintExtractor
 from glmil_auto.preprocessing.plan_and_preprocess import plan_and_preprocess
 from glmil_auto.synthetic import generate_synthetic_dataset
-from glmil_auto.training.checkpointing import load_checkpoint
 from glmil_auto.training.entry_points import train_entry
 from glmil_auto.training.run_training import run_distributed, run_training
-from glmil_auto.training.trainer import GLMILTrainer
+from glmil_auto.training.trainers.checkpointing import load_checkpoint
+from glmil_auto.training.trainers.trainer import GLMILTrainer
 
 NAME = "Dataset001_SynthBrainMets"
 N_TRAIN, N_VAL = 36, 20
@@ -67,7 +67,7 @@ def env(tmp_path_factory):
         mp.setattr(DatasetFingerprintExtractor, "total_foreground_samples", 2e5)
         for name in ("raw", "preprocessed", "results"):
             mp.setenv(f"glmil_{name}", str(root / name))
-        folder = generate_synthetic_dataset(root / "raw", n_train=N_TRAIN + N_VAL, n_test=0, n_centres=3, size=4.0,
+        generate_synthetic_dataset(root / "raw", n_train=N_TRAIN + N_VAL, n_test=0, n_centres=3, size=4.0,
                                             seed=21, num_processes=2, progress=False)
         plan_and_preprocess(1, num_processes=2, device=DeviceProfile("cpu", "cpu", 0.5, 2), progress=False)
         preprocessed = root / "preprocessed" / NAME
@@ -130,7 +130,7 @@ def test_final_validation_explains_the_validation_cases_with_shap(env):
     """explanations.json holds every validation case; each case's SHAP values add up to the logit
     that the fold predicted; on a cohort whose label is the lesion volume, the lesion evidence
     (volume, count, the image branches) outweighs the clinical variables."""
-    from glmil_auto.inference.shap_explanations import ExplanationInputs
+    from glmil_auto.model.shap_explanations import ExplanationInputs
 
     folder = fold_folder(env, "LearningTrainer") / "validation"
     explanations = json.loads((folder / "explanations.json").read_text())
@@ -219,8 +219,14 @@ def test_two_process_gloo_ddp_trains_and_checkpoints(env):
 def _train_subprocess(command: list[str], timeout: int = 420) -> None:
     import subprocess
 
+    from glmil_auto.utilities.peak_memory import PROFILER_NOISE
+
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)  # a deadlock fails here
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    output = (result.stdout + result.stderr).splitlines()
+    # the memory measurement is logged, the profiler's native noise (USDT, CPUAllocator) is not
+    assert any("memory of a training step: measured peak" in line for line in output), output[-20:]
+    assert not [line for line in output if PROFILER_NOISE.search(line) or "USDT" in line or "CPUAllocator" in line]
 
 
 def test_ddp_val_best_finishes_and_torchrun_gives_the_num_gpus_numbers(env):
@@ -275,25 +281,24 @@ def test_a_trainer_in_a_new_file_is_found_by_glmil_train(env, capsys):
     import sys
     import uuid
 
-    import glmil_auto.training
-    from glmil_auto.training.trainer_registry import find_trainer
+    from glmil_auto.training.trainers.trainer_registry import find_trainer
 
     # a module that nothing imports is found (in a fresh interpreter, to see it is not imported before)
-    code = ("import sys; from glmil_auto.training.trainer_registry import find_trainer; "
-            "assert 'glmil_auto.training.variants_budget' not in sys.modules; "
+    code = ("import sys; from glmil_auto.training.trainers.trainer_registry import find_trainer; "
+            "assert 'glmil_auto.training.trainers.variants_budget' not in sys.modules; "
             "print(find_trainer('GLMILTrainer_noInstanceBudget').__module__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "glmil_auto.training.variants_budget"
+    assert out.strip() == "glmil_auto.training.trainers.variants_budget"
     name = f"found_by_name_{uuid.uuid4().hex[:8]}"
-    path = Path(glmil_auto.training.__file__).parent / f"{name}.py"
+    path = Path(find_trainer.__code__.co_filename).parent / f"{name}.py"  # a file in a sub-package is found too
     trainer = f"GLMILTrainer_{name}"
-    path.write_text("from glmil_auto.training.trainer import GLMILTrainer\n\n\n"
+    path.write_text("from glmil_auto.training.trainers.trainer import GLMILTrainer\n\n\n"
                     f"class {trainer}(GLMILTrainer):\n"
                     "    num_epochs = 1\n    iterations_per_epoch = 1\n    warmup_epochs = 0\n"
                     "    num_augmentation_workers = 0\n    explain_validation = False\n")
     try:
         assert train_entry(["1", "0", "-tr", trainer, "-device", "cpu"]) == 0
-        assert find_trainer(trainer).__module__ == f"glmil_auto.training.{name}"
+        assert find_trainer(trainer).__module__ == f"glmil_auto.training.trainers.{name}"
     finally:
         path.unlink()
     summary = json.loads((fold_folder(env, trainer) / "validation" / "summary.json").read_text())

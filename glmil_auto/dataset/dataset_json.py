@@ -191,7 +191,7 @@ def validate_dataset_json(content: Any, file: str = DATASET_JSON) -> list[Proble
                 bad(f"'{name}' is declared both as a clinical feature and as an endpoint")
 
     if content.get("clinical_scores") is not None:  # optional: columns of the RPA / GPA / DS-GPA scores
-        from glmil_auto.evaluation.prognostic_scores import validate_clinical_scores_block
+        from glmil_auto.dataset.clinical_scores_block import validate_clinical_scores_block
 
         problems.extend(validate_clinical_scores_block(content["clinical_scores"],
                                                        features if isinstance(features, dict) else {}, file))

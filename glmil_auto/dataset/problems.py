@@ -7,6 +7,7 @@ from typing import Iterable
 
 ERROR = "error"
 WARNING = "warning"
+NOTE = "note"  # what a conversion found (columns used, files seen): printed, never fails anything
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,10 @@ def error(message: str, case: str | None = None, file: str | None = None) -> Pro
 
 def warning(message: str, case: str | None = None, file: str | None = None) -> Problem:
     return Problem(WARNING, message, case, file)
+
+
+def note(message: str, case: str | None = None, file: str | None = None) -> Problem:
+    return Problem(NOTE, message, case, file)
 
 
 class DatasetError(ValueError):

@@ -1,23 +1,30 @@
 """BraTS-METS 2023 / Pretreat-MetsToBrain-Masks -> a raw dataset.
 
-Source layout (as published; see documentation/dataset_conversion.md)::
+Download layouts (see documentation/dataset_conversion.md; [verified] = verified from public
+sources that read the real files, [not confirmed] = not)::
 
-    SOURCE/BraTS-MET-XXXXX-YYY/BraTS-MET-XXXXX-YYY-t1c.nii.gz   T1 post-contrast (reference grid)
-                              /BraTS-MET-XXXXX-YYY-t1n.nii.gz   T1 native
-                              /BraTS-MET-XXXXX-YYY-t2f.nii.gz   T2-FLAIR
-                              /BraTS-MET-XXXXX-YYY-t2w.nii.gz   T2
-                              /BraTS-MET-XXXXX-YYY-seg.nii.gz   1 necrotic core, 2 oedema, 3 enhancing
+    BraTS-MET-XXXXX-YYY/BraTS-MET-XXXXX-YYY-{t1c,t1n,t2f,t2w,seg}.nii.gz       [verified]
+        1 mm isotropic, SRI24 space, skull-stripped                           [verified]
+        seg: 1 non-enhancing tumour core, 2 surrounding FLAIR hyperintensity
+             (SNFH, oedema), 3 enhancing tumour                               [verified]
 
-All 1 mm isotropic in SRI24 space, skull-stripped. ``XXXXX`` is the patient, ``YYY`` the time
-point, so ``patient_id`` = ``BraTS-MET-XXXXX`` and dataset.json gets
-``"patient_column": "patient_id"``. Lesion = necrotic core + enhancing tumour (lesion_labels
-[1, 3]); oedema (2) stays in the mask as a context label but is not part of any instance.
-Case folders without a ``seg`` file (the challenge's validation and test sets) are skipped with a
-warning: the raw contract needs a lesion mask.
+    Pretreat-MetsToBrain-Masks (Yale, TCIA):
+    PKG - Pretreat-MetsToBrain-Masks/Pretreat-MetsToBrain-Masks/BraTS-MET-XXXXX-000/...  [verified]
+    Pretreat-MetsToBrain-Masks_clin_20230918.xlsx, sheet Data, id BraTS_MET_ID,
+        death indicator Death (some cells blank)                              [verified]
+        where it sits; survival-time and demographic column names             [not confirmed]
 
-An optional clinical table (Pretreat-MetsToBrain-Masks ships one) is joined on its id column.
-Its column names below are ASSUMED [check against the real file]; every one can be renamed with
-``columns`` (``--column KEY=NAME``). Only the columns present are declared.
+    BraTS 2023 training data: ASNR-MICCAI-BraTS2023-MET-Challenge-TrainingData/ and
+    ASNR-MICCAI-BraTS2023-MET-Challenge-TrainingData_Additional/              [verified]
+
+Case folders are found up to three levels below ``-i``, so the package folder, its inner folder
+and a parent of the main and ``_Additional`` training folders all work; a case id found in two
+folders is an error naming both. ``XXXXX`` is the patient, ``YYY`` the time point, so
+``patient_id`` = ``BraTS-MET-XXXXX`` and dataset.json gets ``"patient_column": "patient_id"``.
+Lesion = non-enhancing tumour core + enhancing tumour (lesion_labels [1, 3]); label 2 stays in
+the mask as a context label but is not part of any instance. Case folders without a ``seg`` file
+(the challenge's validation and test sets) are skipped with a warning: the raw contract needs a
+lesion mask. The clinical table: :mod:`glmil_auto.dataset_conversion.brats_clinical`.
 """
 
 from __future__ import annotations
@@ -25,30 +32,20 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from glmil_auto.dataset.problems import DatasetError, Problem, error, warning
+from glmil_auto.dataset_conversion import brats_clinical
 from glmil_auto.dataset_conversion.case_conversion import SourceCase, convert_cases
 from glmil_auto.dataset_conversion.raw_writer import RawDatasetWriter
-from glmil_auto.dataset_conversion.source_files import read_table, require_columns, to_binary, to_number
+from glmil_auto.dataset_conversion.ucsf_brats_sources import find_folders, unique_by_name
 
 DATASET_ID, DATASET_NAME = 102, "BraTSMETS"
 CHANNELS = (("T1c", "t1c"), ("T1", "t1n"), ("FLAIR", "t2f"), ("T2", "t2w"))
-LABELS = {"background": 0, "necrotic_core": 1, "oedema": 2, "enhancing_tumour": 3}
+LABELS = {"background": 0, "non_enhancing_tumour_core": 1, "surrounding_flair_hyperintensity": 2,
+          "enhancing_tumour": 3}
 LESION_LABELS = [1, 3]
 CASE_FOLDER = re.compile(r"^(BraTS-MET-\d{5})-(\d{3})$")
-DAYS_PER_MONTH = 30.4375
-
-# key -> ASSUMED column name of the clinical table [check]
-DEFAULT_COLUMNS = {
-    "id": "BraTS_MET_ID",         # the case folder name, BraTS-MET-XXXXX-YYY
-    "age": "Age",                 # years
-    "sex": "Sex",
-    "primary": "Primary",         # primary cancer type
-    "os_time": "OS_days",         # days from the pre-treatment MRI to death or last follow-up
-    "os_event": "Deceased",       # 1/yes = died
-}
 
 
 def patient_of(case_id: str) -> str:
@@ -57,11 +54,17 @@ def patient_of(case_id: str) -> str:
     return match.group(1) if match else case_id
 
 
+def is_case_folder(folder: Path) -> bool:
+    return CASE_FOLDER.match(folder.name) is not None
+
+
 def find_cases(source: Path) -> tuple[list[SourceCase], list[Problem]]:
-    """Every ``BraTS-MET-XXXXX-YYY`` folder with its five files; folders without ``seg`` are skipped
-    (warning), other missing files are errors naming the file."""
-    cases, problems = [], []
-    for folder in sorted(p for p in Path(source).iterdir() if p.is_dir() and CASE_FOLDER.match(p.name)):
+    """Every ``BraTS-MET-XXXXX-YYY`` folder up to three levels below ``source`` with its five files;
+    folders without ``seg`` are skipped (warning), other missing files are errors naming the file,
+    and an id found in two folders is an error naming both."""
+    folders, problems = unique_by_name(find_folders(Path(source), is_case_folder))
+    cases = []
+    for folder in folders:
         case = folder.name
         images = tuple(folder / f"{case}-{suffix}.nii.gz" for _, suffix in CHANNELS)
         mask = folder / f"{case}-seg.nii.gz"
@@ -75,58 +78,37 @@ def find_cases(source: Path) -> tuple[list[SourceCase], list[Problem]]:
     return cases, problems
 
 
-def clinical_table(cases: list[str], table: pd.DataFrame | None, table_path: Path | None,
-                   columns: dict[str, str]) -> tuple[pd.DataFrame, dict[str, str], dict[str, dict], list[Problem]]:
-    """``case_id``, ``patient_id`` and, from the optional table, age, sex, primary and overall
-    survival (``os_months`` = days / 30.4375, ``os_event``); features and endpoints declared only
-    for the columns present."""
-    frame = pd.DataFrame({"case_id": cases, "patient_id": [patient_of(c) for c in cases]})
-    if table is None:
-        return frame, {}, {}, []
-    require_columns(table, [columns["id"]], table_path)
-    rows = table.drop_duplicates(columns["id"]).set_index(columns["id"]).reindex(cases)
-    problems = [warning("no row in the clinical table: clinical variables and outcome unknown", c, str(table_path))
-                for c in cases if c not in set(table[columns["id"]])]
-    features: dict[str, str] = {}
-    for key, kind, parse in (("age", "numeric", to_number), ("sex", "categorical", str),
-                             ("primary", "categorical", str)):
-        if columns[key] in rows:
-            frame[key] = [None if pd.isna(v) or v == "" else parse(v) for v in rows[columns[key]]]
-            features[key] = kind
-    endpoints: dict[str, dict] = {}
-    if columns["os_time"] in rows and columns["os_event"] in rows:
-        days = np.array([to_number(v) for v in rows[columns["os_time"]].fillna("")])
-        event = np.array([to_binary(v) for v in rows[columns["os_event"]].fillna("")])
-        known = (days > 0) & np.isfinite(event)
-        problems += [warning("overall survival left unknown (time missing or <= 0, or event not 0/1)", c,
-                             str(table_path)) for c, k in zip(cases, known) if not k]
-        frame["os_months"] = np.where(known, np.round(days / DAYS_PER_MONTH, 3), np.nan)
-        frame["os_event"] = np.where(known, event, np.nan)
-        endpoints["os"] = {"type": "survival", "time": "os_months", "event": "os_event"}
-    return frame, features, endpoints, problems
-
-
 def convert_brats_mets(source: Path, raw_folder: Path, clinical: Path | None = None,
                        columns: dict[str, str] | None = None, dataset_id: int = DATASET_ID,
-                       name: str = DATASET_NAME, overwrite: bool = False, progress: bool = True
+                       name: str = DATASET_NAME, overwrite: bool = False, progress: bool = True,
+                       sheet: str | None = None, survival: bool = True, os_time_unit: str | None = None
                        ) -> tuple[Path, list[Problem]]:
-    """Convert, write and verify; returns the dataset folder and the warnings (every error at once in
-    a :class:`DatasetError`). ``columns`` overrides entries of :data:`DEFAULT_COLUMNS`."""
-    unknown = sorted(set(columns or {}) - set(DEFAULT_COLUMNS))
+    """Convert, write and verify; returns the dataset folder and the warnings and notes (every error
+    at once in a :class:`DatasetError`). ``clinical`` None: searched below ``source`` and in its
+    parent. ``columns`` names table columns (keys ``brats_clinical.COLUMN_KEYS``); ``survival``
+    False converts without OS. The table is checked before any image is read."""
+    unknown = sorted(set(columns or {}) - set(brats_clinical.COLUMN_KEYS))
     if unknown:
-        raise ValueError(f"unknown column key(s) {unknown}; use {sorted(DEFAULT_COLUMNS)}")
-    columns = {**DEFAULT_COLUMNS, **(columns or {})}
+        raise ValueError(f"unknown column key(s) {unknown}; use {list(brats_clinical.COLUMN_KEYS)}")
     cases, problems = find_cases(source)
     if not cases and not [p for p in problems if p.severity == "error"]:
-        raise DatasetError(error("no BraTS-MET-XXXXX-YYY folder with a segmentation found", file=str(source)))
-    table = read_table(clinical) if clinical is not None else None
+        raise DatasetError(error("no BraTS-MET-XXXXX-YYY folder with a segmentation found up to three folder levels "
+                                 "below the source folder", file=str(source)))
+    table, table_path, resolved, notes = brats_clinical.read_clinical(Path(source), clinical, sheet, columns or {},
+                                                                      survival, os_time_unit)
     writer = RawDatasetWriter(raw_folder, dataset_id, name, [c for c, _ in CHANNELS], LABELS, LESION_LABELS,
                               overwrite)
     problems += convert_cases(writer, cases, progress=progress)
     errors = [p for p in problems if p.severity == "error"]
     if errors:
         raise DatasetError(errors)
-    frame, features, endpoints, notes = clinical_table(writer.cases(), table, clinical, columns)
+    frame = pd.DataFrame({"case_id": writer.cases(), "patient_id": [patient_of(c) for c in writer.cases()]})
+    features, endpoints = {}, {}
+    if table is not None:
+        values, features, endpoints, found = brats_clinical.clinical_columns(writer.cases(), table, table_path, resolved)
+        for column, column_values in values.items():
+            frame[column] = column_values
+        notes += found
     folder = writer.finish({"Tr": frame}, features, endpoints, patient_column="patient_id",
                            description="BraTS-METS / Pretreat-MetsToBrain-Masks, converted by "
                                        "glmil_auto.dataset_conversion.brats_mets")

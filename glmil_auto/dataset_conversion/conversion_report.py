@@ -29,10 +29,10 @@ def _endpoint_line(name: str, spec: dict, table: pd.DataFrame) -> str:
         event = pd.to_numeric(table.get(spec["event"], pd.Series(dtype=str)), errors="coerce")
         known = time.notna() & event.notna()
         return (f"{name} (survival: {spec['time']}, {spec['event']}): {int(known.sum())} known, "
-                f"{int(event[known].sum())} events")
+                f"events {int(event[known].sum())}")
     values = pd.to_numeric(table.get(name, pd.Series(dtype=str)), errors="coerce")
     extra = ", any lesion" if spec.get("aggregation") == "any_lesion" else ""
-    return f"{name} (binary{extra}): {int(values.notna().sum())} known, {int(np.nansum(values))} positive"
+    return f"{name} (binary{extra}): {int(values.notna().sum())} known, positive {int(np.nansum(values))}"
 
 
 def conversion_report(folder: Path) -> list[str]:
@@ -59,13 +59,13 @@ def conversion_report(folder: Path) -> list[str]:
     case_column = info.get("case_column", "case_id")
     kept = [c for c in table.columns if c not in features and c not in endpoint_columns and c != case_column]
     lines.append("  other columns kept: " + (", ".join(kept) or "none"))
-    lines.append("  endpoints: " + ("none" if not endpoints else ""))
+    lines.append("  endpoints:" + (" none" if not endpoints else ""))
     lines += [f"    {_endpoint_line(n, d, table)}" for n, d in endpoints.items()]
     lesion_tables = [t for s in layout.SPLITS if (t := _read(folder / f"lesions{s}.csv")) is not None]
     if lesion_tables:
         lesions = pd.concat(lesion_tables, ignore_index=True)
         level = [n for n, d in endpoints.items() if d.get("aggregation") == "any_lesion"]
-        positive = ", ".join(f"{n} {int(np.nansum(pd.to_numeric(lesions[n], errors='coerce')))} positive"
+        positive = ", ".join(f"{n} positive {int(np.nansum(pd.to_numeric(lesions[n], errors='coerce')))}"
                              for n in level if n in lesions)
         lines.append(f"  lesion table: {len(lesions)} lesions in {lesions[case_column].nunique()} cases"
                      + (f"; {positive}" if positive else ""))

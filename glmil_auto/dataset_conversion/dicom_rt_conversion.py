@@ -33,7 +33,7 @@ from glmil_auto.dataset_conversion.contour_rasterisation import (
 from glmil_auto.dataset_conversion.dicom_clinical_join import CASE_COLUMN, PATIENT_COLUMN, join_clinical
 from glmil_auto.dataset_conversion.dicom_errors import DicomProblem, fail
 from glmil_auto.dataset_conversion.dicom_registration import rigid_registration
-from glmil_auto.dataset_conversion.dicom_series import DicomSeries, read_series, scan_folder
+from glmil_auto.dataset_conversion.dicom_series import DicomInventory, DicomSeries, read_series, scan_folder
 from glmil_auto.dataset_conversion.dicom_study_matching import CasePlan, ChannelRule, plan_cases
 from glmil_auto.dataset_conversion.lesion_outcome_table import (
     AssignedRow,
@@ -158,6 +158,7 @@ def convert_dicom_rt(
     add_columns: Callable[[list[ConvertedCase], Path, pd.DataFrame], tuple[pd.DataFrame, dict[str, str]]]
     | None = None,
     lesion_outcomes: LesionOutcomeTable | None = None,
+    inventory: DicomInventory | None = None,
     **extra_dataset_json_keys: Any,
 ) -> ConversionResult:
     """Convert ``source`` into ``raw_folder/DatasetNNN_name``; raises ``DicomConversionError`` (bad
@@ -173,10 +174,15 @@ def convert_dicom_rt(
     anything is written); ``lesionsTr.csv`` gets one row per lesion with a point inside it, each
     of its endpoints is declared ``{"type": "binary", "aggregation": "any_lesion"}``, and the case
     column of that endpoint is made consistent with the lesions (after ``add_columns``).
+
+    ``inventory``: the headers to convert, read beforehand (for example only some folders of
+    ``source``, or without the studies a converter skips); by default every file under
+    ``source`` is read (:func:`scan_folder`).
     """
     rules = parse_channel_rules(channels)
     pattern = re.compile(structures, re.IGNORECASE)
-    inventory = scan_folder(Path(source), progress=progress)
+    if inventory is None:
+        inventory = scan_folder(Path(source), progress=progress)
     matching = plan_cases(inventory, rules, pattern, allow_registration=register)
     table, join_warnings = join_clinical(matching.plans, clinical, patient_column, date_column, clinical_source)
     warnings = matching.warnings + join_warnings

@@ -1,27 +1,33 @@
-"""NYUMets-Brain -> a raw dataset: one case per patient, the pre-treatment (Gamma Knife planning)
-study, with local failure, distant failure and overall survival derived from the clinical CSVs.
+"""NYUMets-Brain -> a raw dataset: one case per patient, its pre-treatment (Gamma Knife planning)
+study, with baseline variables from the first Gamma Knife procedure and local failure, distant
+failure and overall survival derived from the clinical tables.
 
-Source layout (from the published description; see documentation/dataset_conversion.md)::
+Layout (see documentation/dataset_conversion.md for the table of what is verified)::
 
-    SOURCE/imaging/patientId/<pid>/studyId/<sid>/{CT1,T1,T2,FLAIR,RTSTRUCT_segmentation}.nii.gz
-    SOURCE/individual.csv    one row per patient
-    SOURCE/timeseries.csv    one row per visit (times in days from Gamma Knife)
-    SOURCE/gkdetails.csv     one row per treated target
+    ROOT/data/imaging/patientId/<PatientID>/studyId/<StudyID>/
+        {T1,CT1,T2,FLAIR,RTSTRUCT_MRI,RTSTRUCT_segmentation}.nii.gz   verified from public sources
+    ROOT/metadata/<date>_imaging.csv    PatientID, StudyID, ExpertAdjusted, RelativeTimepoint
+                                        verified from public sources
+    ROOT/metadata/<clinical tables>.csv keyed by patient_identifier (verified); file names and
+                                        which table holds which column not confirmed: recognised
+                                        by their columns (nyumets_tables)
 
-The column names in :data:`DEFAULT_COLUMNS` are ASSUMED from the published data dictionary
-[check them against the real files]; each can be renamed (``--column KEY=NAME``).
+``-i`` is the download root or its ``data/`` folder (:func:`nyumets_layout.locate`).
 
-The pre-treatment study of a patient is the study with the selected channels and
-``RTSTRUCT_segmentation`` whose visit time (``timeseries.csv``, matched on patient and study id)
-is <= 0 and closest to 0; when no segmented study has a visit row, the lowest study id is taken
-(warning). Patients without such a study are skipped (warning). The segmentation's non-zero
-voxels form the lesion mask (label 1; lesion instances are its connected components).
-Outcome derivations: :mod:`glmil_auto.dataset_conversion.nyumets_outcomes`.
+- Studies are put in time order by RelativeTimepoint, never by their (random) ids. The case of a
+  patient is the segmented study at RelativeTimepoint <= 0 closest to 0 (``study_rule="gk"``;
+  what RelativeTimepoint counts is not confirmed, so ``"earliest"`` takes the earliest segmented
+  study instead) that holds every selected sequence (:func:`nyumets_layout.choose_study`).
+- Channels: ``sequences`` (default ``("T1c",)``: the planning T1c RTSTRUCT_MRI when the study has
+  it, else CT1); the first is the reference grid.
+- Mask: RTSTRUCT_segmentation holds PTVs warped with linear interpolation, so values between 0
+  and 1 occur: voxels >= ``mask_threshold`` (0.5) are label 1, with a warning per case whose mask
+  is not binary. Lesion instances are its connected components.
+- There is no leptomeningeal column: no leptomeningeal endpoint.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -29,199 +35,168 @@ import pandas as pd
 import SimpleITK as sitk
 
 from glmil_auto.dataset.problems import DatasetError, Problem, error, warning
-from glmil_auto.dataset_conversion import nyumets_outcomes as outcomes
-from glmil_auto.dataset_conversion.case_conversion import SourceCase, convert_cases
+from glmil_auto.dataset_conversion import nyumets_clinical as clinical
+from glmil_auto.dataset_conversion.case_conversion import MaskTransform, SourceCase, convert_cases
+from glmil_auto.dataset_conversion.nyumets_layout import (
+    DEFAULT_SEQUENCES,
+    SEGMENTATION,
+    SEQUENCES,
+    STUDY_RULES,
+    Study,
+    choose_study,
+    csv_tables,
+    imaging_table,
+    locate,
+    patient_studies,
+)
+from glmil_auto.dataset_conversion.nyumets_tables import DEFAULT_COLUMNS, ROLES, ClinicalTables, find_tables
 from glmil_auto.dataset_conversion.raw_writer import RawDatasetWriter
-from glmil_auto.dataset_conversion.source_files import read_table, require_columns, to_binary, to_number
 
 DATASET_ID, DATASET_NAME = 103, "NYUMets"
-SEQUENCES = {"CT1": "T1c", "T1": "T1", "T2": "T2", "FLAIR": "FLAIR"}  # file stem -> channel name
-DEFAULT_SEQUENCES = ("CT1", "T1", "T2", "FLAIR")  # CT1 first: the reference grid
-SEGMENTATION = "RTSTRUCT_segmentation"
 LABELS = {"background": 0, "metastasis": 1}
 DEFAULT_HORIZON_DAYS = 365.0
-
-# key -> ASSUMED column name [check]; the table each comes from in the comment
-DEFAULT_COLUMNS = {
-    "patient": "patient_id",                      # all three tables
-    "study": "study_id",                          # timeseries.csv
-    "age": "age_diagnosis",                       # individual.csv
-    "primary": "primary_histology",
-    "extracranial": "extracranial_disease_status",
-    "num_tumors": "num_tumors_init",
-    "rpa": "rpa",
-    "prior_wbrt": "prior_wbrt",
-    "days_to_death": "days_to_death_from_gk",
-    "follow_up": "total_fu_time",                 # days
-    "visit_class": "visit_class",                 # timeseries.csv (kept for reference only)
-    "time": "time_from_gk_days",
-    "kps": "kps_at_gks",
-    "progress": "num_tumor_progress",
-    "new_mets": "new_metastases",
-    "death": "death",
-    "target_volume": "target_volume",             # gkdetails.csv
-    "margin_dose": "margin_dose",
-}
-# clinical-table column <- (column key, type, parser), from individual.csv
-INDIVIDUAL_FEATURES = {
-    "age_diagnosis": ("age", "numeric", to_number),
-    "primary_histology": ("primary", "categorical", str),
-    "extracranial_disease": ("extracranial", "categorical", str),
-    "num_tumors_init": ("num_tumors", "numeric", to_number),
-    "rpa": ("rpa", "categorical", str),
-    "prior_wbrt": ("prior_wbrt", "binary", to_binary),
-}
+DEFAULT_MASK_THRESHOLD = 0.5
 
 
-def imaging_root(source: Path) -> Path:
-    """``SOURCE/imaging/patientId`` (or ``SOURCE/patientId`` when the imaging folder was unpacked flat)."""
-    for candidate in (Path(source) / "imaging" / "patientId", Path(source) / "patientId"):
-        if candidate.is_dir():
-            return candidate
-    raise DatasetError(error("no imaging/patientId folder found", file=str(source)))
+def thresholded_mask(threshold: float, notes: list[Problem]) -> MaskTransform:
+    """A mask transform: voxels >= ``threshold`` are label 1; a mask with values other than 0 and 1
+    (the linear interpolation of a warped PTV) adds a warning to ``notes`` naming the case and file."""
+    def transform(mask: sitk.Image, case: str, path: Path) -> sitk.Image:
+        values = sitk.GetArrayFromImage(mask)
+        odd = values[(values != 0) & (values != 1)]
+        if odd.size:
+            notes.append(warning(f"mask is not binary: {odd.size} voxel(s) with values other than 0 and 1 (range "
+                                 f"{float(odd.min()):g} to {float(odd.max()):g}); thresholded at >= {threshold:g}",
+                                 case, str(path)))
+        binary = sitk.GetImageFromArray((values >= threshold).astype(np.uint8))
+        binary.CopyInformation(mask)
+        return binary
+    return transform
 
 
-def segmented_studies(root: Path, sequences: tuple[str, ...]) -> dict[str, list[Path]]:
-    """Patient id -> study folders that hold every selected sequence and the segmentation."""
-    out: dict[str, list[Path]] = {}
-    for patient in sorted(p for p in root.iterdir() if p.is_dir()):
-        folder = patient / "studyId"
-        studies = sorted(s for s in folder.iterdir() if s.is_dir()) if folder.is_dir() else []
-        out[patient.name] = [s for s in studies if all((s / f"{n}.nii.gz").is_file() for n in (*sequences, SEGMENTATION))]
-    return out
+def _check_options(sequences: tuple[str, ...], study_rule: str, columns: dict[str, str] | None,
+                   tables: dict[str, Path | None] | None, mask_threshold: float) -> None:
+    """ValueError (exit code 2) for an unknown option value."""
+    unknown = {"column key(s)": sorted(set(columns or {}) - set(DEFAULT_COLUMNS)),
+               "sequence(s)": sorted(set(sequences) - set(SEQUENCES)),
+               "table role(s)": sorted(set(tables or {}) - set(ROLES))}
+    problems = [f"unknown {what} {names}" for what, names in unknown.items() if names]
+    channels = [SEQUENCES[s][0] for s in sequences if s in SEQUENCES]
+    if not sequences or len(set(channels)) < len(channels):
+        problems.append(f"sequences {list(sequences)} must be non-empty and give each channel once "
+                        "(T1c, RTSTRUCT_MRI and CT1 are all the T1c channel)")
+    if study_rule not in STUDY_RULES:
+        problems.append(f"study rule {study_rule!r} is not one of {list(STUDY_RULES)}")
+    if not 0 < mask_threshold <= 1:
+        problems.append(f"mask threshold {mask_threshold} must be in (0, 1]")
+    if problems:
+        raise ValueError("; ".join(problems) + f" (sequences: {list(SEQUENCES)}; column keys: {list(DEFAULT_COLUMNS)})")
 
 
-def pretreatment_study(patient: str, studies: list[Path], visits: pd.DataFrame, columns: dict[str, str]
-                       ) -> tuple[Path | None, list[Problem]]:
-    """The segmented study with visit time <= 0 closest to 0 (see the module docstring)."""
-    if not studies:
-        return None, [warning("skipped: no study with every selected sequence and a segmentation", patient)]
-    times = {}
-    if columns["study"] in visits:
-        by_study = visits.groupby(visits[columns["study"]].astype(str))["_time"].min()
-        times = {s: by_study[s.name] for s in studies if s.name in by_study.index and math.isfinite(by_study[s.name])}
-    if not times:
-        chosen = min(studies, key=lambda s: (len(s.name), s.name))
-        return chosen, [warning(f"no visit time for the segmented studies: took the lowest study id {chosen.name}",
-                                patient, str(chosen))]
-    before = {s: t for s, t in times.items() if t <= 0}
-    if not before:
-        return None, [warning("skipped: every segmented study is after Gamma Knife (no pre-treatment study)", patient)]
-    return max(before, key=before.get), []
-
-
-def patient_row(patient: str, individual: pd.Series | None, visits: pd.DataFrame, gk: pd.DataFrame,
-                columns: dict[str, str], horizon_days: float | None) -> dict:
-    """Clinical variables and derived outcomes of one patient (NaN = unknown)."""
-    get = (lambda key: individual.get(columns[key], "")) if individual is not None else (lambda key: "")
-    row: dict = {}
-    for column, (key, _, parse) in INDIVIDUAL_FEATURES.items():
-        row[column] = parse(get(key)) if get(key) != "" else None
-    times = visits["_time"].to_numpy(float)
-    kps = [to_number(v) for v in visits.get(columns["kps"], pd.Series(dtype=str))]
-    pre = [k for k, t in zip(kps, times) if math.isfinite(k) and t <= 0]
-    row["kps"] = pre[-1] if pre else next((k for k in kps if math.isfinite(k)), float("nan"))
-    died = outcomes.death_days(to_number(get("days_to_death")), times,
-                               np.array([to_binary(v) for v in visits.get(columns["death"], [])], float)
-                               if columns["death"] in visits else np.full(len(times), np.nan))
-    observed = outcomes.follow_up_days(to_number(get("follow_up")), times, died)
-    for endpoint, key in (("local_failure", "progress"), ("distant_failure", "new_mets")):
-        counts = np.array([to_number(v) for v in visits[columns[key]]]) if columns[key] in visits else np.full(len(times), np.nan)
-        row[endpoint] = outcomes.binary_failure(times, counts, horizon_days, observed, died)
-    row["os_months"], row["os_event"] = outcomes.overall_survival(died, observed)
-    volumes = [to_number(v) for v in gk.get(columns["target_volume"], [])]
-    doses = [to_number(v) for v in gk.get(columns["margin_dose"], [])]
-    row["gk_num_targets"] = float(len(gk)) if len(gk) else float("nan")
-    row["gk_total_target_volume"] = float(np.nansum(volumes)) if any(map(math.isfinite, volumes)) else float("nan")
-    row["gk_min_margin_dose"] = float(np.nanmin(doses)) if any(map(math.isfinite, doses)) else float("nan")
-    return row
-
-
-def _declared(tables: dict[str, pd.DataFrame], columns: dict[str, str]) -> tuple[dict[str, str], dict[str, dict]]:
-    """Features and endpoints whose source columns exist (only those are declared)."""
-    individual, timeseries, gk = tables["individual"], tables["timeseries"], tables["gkdetails"]
-    features = {c: kind for c, (key, kind, _) in INDIVIDUAL_FEATURES.items() if columns[key] in individual}
-    if columns["kps"] in timeseries:
-        features["kps"] = "numeric"
-    if len(gk.columns):
-        features["gk_num_targets"] = "numeric"
-    for column, key in (("gk_total_target_volume", "target_volume"), ("gk_min_margin_dose", "margin_dose")):
-        if columns[key] in gk:
-            features[column] = "numeric"
-    endpoints: dict[str, dict] = {}
-    for endpoint, key in (("local_failure", "progress"), ("distant_failure", "new_mets")):
-        if columns[key] in timeseries:
-            endpoints[endpoint] = {"type": "binary"}
-    endpoints["os"] = {"type": "survival", "time": "os_months", "event": "os_event"}
-    return features, endpoints
-
-
-def read_tables(clinical_folder: Path, columns: dict[str, str]) -> dict[str, pd.DataFrame]:
-    """The three CSVs (text cells), each required to have the patient column; timeseries also
-    the time column. ``_time`` holds the parsed visit time."""
-    tables = {}
-    for name in ("individual", "timeseries", "gkdetails"):
-        path = Path(clinical_folder) / f"{name}.csv"
-        tables[name] = read_table(path)
-        require_columns(tables[name], [columns["patient"]] + ([columns["time"]] if name == "timeseries" else []), path)
-    tables["timeseries"]["_time"] = [to_number(v) for v in tables["timeseries"][columns["time"]]]
-    return tables
-
-
-def binary_lesion_mask(mask: sitk.Image, case: str, path: Path) -> sitk.Image:
-    """Every non-zero voxel of the rasterised RTSTRUCT is lesion (label 1)."""
-    return sitk.Cast(sitk.NotEqual(mask, 0), sitk.sitkUInt8)
-
-
-def convert_nyumets(source: Path, raw_folder: Path, clinical_folder: Path | None = None,
-                    sequences: tuple[str, ...] = DEFAULT_SEQUENCES, horizon_days: float | None = DEFAULT_HORIZON_DAYS,
-                    columns: dict[str, str] | None = None, dataset_id: int = DATASET_ID, name: str = DATASET_NAME,
-                    overwrite: bool = False, progress: bool = True) -> tuple[Path, list[Problem]]:
-    """Convert, write and verify; returns the dataset folder and the warnings (errors all at once in
-    a :class:`DatasetError`). ``sequences`` picks the channels (the first is the reference grid);
-    ``horizon_days`` is the binary endpoints' horizon (None: ever during follow-up)."""
-    unknown_keys = sorted(set(columns or {}) - set(DEFAULT_COLUMNS))
-    unknown_sequences = sorted(set(sequences) - set(SEQUENCES))
-    if unknown_keys or unknown_sequences or not sequences:
-        raise ValueError(f"unknown column key(s) {unknown_keys} (use {sorted(DEFAULT_COLUMNS)}) or sequence(s) "
-                         f"{unknown_sequences or list(sequences)} (use {list(SEQUENCES)})")
-    columns = {**DEFAULT_COLUMNS, **(columns or {})}
-    tables = read_tables(Path(clinical_folder or source), columns)
-    visits_by_patient = dict(list(tables["timeseries"].groupby(tables["timeseries"][columns["patient"]])))
-    gk_by_patient = dict(list(tables["gkdetails"].groupby(tables["gkdetails"][columns["patient"]])))
-    individual = tables["individual"].drop_duplicates(columns["patient"]).set_index(columns["patient"], drop=False)
-    empty_visits = tables["timeseries"].iloc[:0]
-
-    problems: list[Problem] = []
-    cases, rows = [], {}
-    for patient, studies in segmented_studies(imaging_root(source), tuple(sequences)).items():
-        visits = visits_by_patient.get(patient, empty_visits)
-        study, notes = pretreatment_study(patient, studies, visits, columns)
+def select_cases(studies: dict[str, list[Study]], sequences: tuple[str, ...], study_rule: str
+                 ) -> tuple[list[SourceCase], dict[str, Study], list[Problem]]:
+    """One :class:`SourceCase` per patient with a usable study (see :func:`choose_study`)."""
+    cases, chosen, problems = [], {}, []
+    for patient in sorted(studies):
+        study, files, notes = choose_study(patient, studies[patient], sequences, study_rule)
         problems += notes
-        if study is None:
-            continue
-        case = f"{patient}_{study.name}"
-        cases.append(SourceCase(case, tuple(study / f"{n}.nii.gz" for n in sequences), study / f"{SEGMENTATION}.nii.gz"))
-        if patient not in individual.index:
-            problems.append(warning("no row in individual.csv: clinical variables unknown", case))
-        rows[case] = {"case_id": case, "patient_id": patient, "study_id": study.name,
-                      **patient_row(patient, individual.loc[patient] if patient in individual.index else None, visits,
-                                    gk_by_patient.get(patient, tables["gkdetails"].iloc[:0]), columns, horizon_days)}
+        if study is not None:
+            cases.append(SourceCase(study.case_id, tuple(files), study.folder / f"{SEGMENTATION}.nii.gz"))
+            chosen[study.case_id] = study
+    return cases, chosen, problems
+
+
+def _missing_rows(tables: ClinicalTables, groups: dict[str, dict], patients: dict[str, str]) -> list[Problem]:
+    """Warnings for converted patients without rows in a table; one line when no patient has any."""
+    if not any(p in groups[role] for role in groups for p in patients.values()):
+        examples = {role: list(groups[role])[:3] for role in groups}
+        return [warning(f"none of the converted patients (e.g. {list(patients.values())[:3]}) is in the clinical "
+                        f"tables (their {tables.column('patient')} e.g. {examples}): every clinical value and "
+                        "endpoint is unknown")]
+    what = {"patient": "its patient-level variables are unknown", "timeseries": "its endpoints are unknown",
+            "gk": "its Gamma Knife baseline is unknown"}
+    return [warning(f"no row in {ROLES[role][0]}: {what[role]}", case, str(tables.paths[role]))
+            for case, patient in patients.items() for role in groups if patient not in groups[role]]
+
+
+def clinical_frame(written: list[str], chosen: dict[str, Study], tables: ClinicalTables, files: dict[str, str],
+                   horizon_days: float | None) -> tuple[pd.DataFrame, list[Problem]]:
+    """The clinical table of the written cases (ids, study, features, endpoints) and its warnings."""
+    groups = {role: tables.by_patient(role) for role in ROLES}
+    problems = _missing_rows(tables, groups, {c: chosen[c].patient for c in written})
+    rows = []
+    for case in written:
+        study = chosen[case]
+        records, notes = clinical.patient_records(tables, groups, study.patient, case)
+        values, more = clinical.clinical_row(records, tables, horizon_days)
+        problems += notes + more
+        rows.append({"case_id": case, "patient_id": study.patient, "study_id": study.study,
+                     "relative_timepoint": study.timepoint, "expert_adjusted": study.expert_adjusted,
+                     "t1c_file": files.get(case, ""), **values})
+    frame, notes = clinical.parse_features(pd.DataFrame(rows), tables)
+    return frame, problems + notes
+
+
+def _ordered(frame: pd.DataFrame, features: dict[str, str], endpoints: dict[str, dict]) -> pd.DataFrame:
+    ids = ["case_id", "patient_id", "study_id", "relative_timepoint", "expert_adjusted", "t1c_file"]
+    outcome = [c for e, d in endpoints.items() for c in ([e] if d["type"] == "binary" else [d["time"], d["event"]])]
+    return frame[ids + list(features) + outcome]
+
+
+def read_sources(source: Path, imaging_csv: Path | None, clinical_folder: Path | None,
+                 tables: dict[str, Path | None] | None, columns: dict[str, str]
+                 ) -> tuple[dict[str, list[Study]], ClinicalTables, list[Problem]]:
+    """The studies per patient (imaging csv + folders) and the clinical tables."""
+    download = locate(source)
+    metadata_csvs = csv_tables(download.metadata) if imaging_csv is None or clinical_folder is None else {}
+    path, imaging, problems = imaging_table(imaging_csv, metadata_csvs, download.metadata)
+    folder = clinical_folder if clinical_folder is not None else download.metadata
+    seen = csv_tables(clinical_folder) if clinical_folder is not None else metadata_csvs
+    clinical_tables, notes = find_tables(seen, dict(tables or {}), columns, folder)
+    studies, more = patient_studies(imaging, path, download.imaging)
+    return studies, clinical_tables, problems + notes + more
+
+
+def convert_nyumets(source: Path, raw_folder: Path, *, imaging_csv: Path | None = None,
+                    clinical_folder: Path | None = None, tables: dict[str, Path | None] | None = None,
+                    sequences: tuple[str, ...] = DEFAULT_SEQUENCES, study_rule: str = "gk",
+                    mask_threshold: float = DEFAULT_MASK_THRESHOLD,
+                    horizon_days: float | None = DEFAULT_HORIZON_DAYS, columns: dict[str, str] | None = None,
+                    dataset_id: int = DATASET_ID, name: str = DATASET_NAME, overwrite: bool = False,
+                    progress: bool = True) -> tuple[Path, list[Problem]]:
+    """Convert, write and verify; returns the dataset folder and the warnings (errors all at once in
+    a :class:`DatasetError`).
+
+    ``imaging_csv``, ``clinical_folder`` (default: the download's metadata folder) and ``tables``
+    (role ``patient`` / ``timeseries`` / ``gk`` -> file) override where the tables are looked for;
+    ``columns`` renames columns (keys of :data:`DEFAULT_COLUMNS`); ``horizon_days`` is the binary
+    endpoints' horizon (None: ever during follow-up).
+    """
+    sequences = tuple(sequences)
+    _check_options(sequences, study_rule, columns, tables, mask_threshold)
+    columns = {**DEFAULT_COLUMNS, **(columns or {})}
+    studies, clinical_tables, problems = read_sources(source, imaging_csv, clinical_folder, tables, columns)
+    cases, chosen, notes = select_cases(studies, sequences, study_rule)
+    problems += notes
     if not cases:
-        raise DatasetError([error("no patient with a pre-treatment segmented study", file=str(source))]
-                           + [p for p in problems if p.severity == "error"])
-    writer = RawDatasetWriter(raw_folder, dataset_id, name, [SEQUENCES[s] for s in sequences], LABELS, [1], overwrite)
-    problems += convert_cases(writer, cases, mask_transform=binary_lesion_mask, progress=progress)
+        hint = " (if RelativeTimepoint counts visits from 1, try --study-rule earliest)" if study_rule == "gk" else ""
+        raise DatasetError([error(f"no patient has a usable segmented study{hint}", file=str(source))])
+    writer = RawDatasetWriter(raw_folder, dataset_id, name, [SEQUENCES[s][0] for s in sequences], LABELS, [1],
+                              overwrite)
+    mask_notes: list[Problem] = []
+    problems += convert_cases(writer, cases, mask_transform=thresholded_mask(mask_threshold, mask_notes),
+                              progress=progress)
     errors = [p for p in problems if p.severity == "error"]
     if errors:
         raise DatasetError(errors)
-    features, endpoints = _declared(tables, columns)
-    frame = pd.DataFrame([rows[c] for c in writer.cases()])
-    frame = frame[["case_id", "patient_id", "study_id", *features, *[c for e, d in endpoints.items() for c in
-                                                                     ([e] if d["type"] == "binary" else [d["time"], d["event"]])]]]
+    t1c_files = {c.case_id: f.name.removesuffix(".nii.gz") for c in cases for s, f in zip(sequences, c.images)
+                 if SEQUENCES[s][0] == "T1c"}
+    frame, notes = clinical_frame(writer.cases(), chosen, clinical_tables, t1c_files, horizon_days)
+    features, endpoints = clinical.declared(clinical_tables)
     horizon = "ever during follow-up" if horizon_days is None else f"within {horizon_days:g} days of Gamma Knife"
-    folder = writer.finish({"Tr": frame}, features, endpoints, patient_column="patient_id",
-                           description=f"NYUMets-Brain pre-treatment studies; local/distant failure {horizon}; "
-                                       "converted by glmil_auto.dataset_conversion.nyumets",
-                           endpoint_horizon_days=horizon_days)
-    return folder, problems
+    folder = writer.finish({"Tr": _ordered(frame, features, endpoints)}, features, endpoints,
+                           patient_column="patient_id", endpoint_horizon_days=horizon_days,
+                           description=f"NYUMets-Brain, one study per patient (study rule {study_rule}); masks "
+                                       f"thresholded at >= {mask_threshold:g}; local/distant failure {horizon}; "
+                                       "converted by glmil_auto.dataset_conversion.nyumets")
+    return folder, problems + mask_notes + notes

@@ -1,18 +1,21 @@
-"""NYUMets-Brain outcome derivations, per patient, from the Gamma Knife (GK) treatment on.
+"""NYUMets-Brain outcome derivations, per patient, from the (first) Gamma Knife (GK) treatment on.
 
-The NYUMets clinical CSVs have no ready-made endpoint columns; these functions derive them from
-``individual.csv`` (one row per patient) and ``timeseries.csv`` (one row per visit, times in days
-from GK). Every time is in days from GK; a visit at time <= 0 is before treatment.
+The NYUMets clinical tables have no ready-made endpoint columns; these functions derive them from
+the patient-level values (``total_fu_time``, ``days_to_death_from_gk``, ``death``) and the time
+series (one row per visit, ``time_from_gk_days``). The column names are the data dictionary's
+(verified from public sources); that the times count days from the first GK procedure, and which
+table holds ``death``, are *not confirmed*. A visit at time <= 0 is before treatment.
 
 - **local failure**: a follow-up visit (time > 0) within the horizon with
   ``num_tumor_progress`` > 0 (progression of a treated lesion) -> 1. No such visit -> 0 when the
   patient was followed up to the horizon or died before it without failure (death is a competing
   event: a patient who died without local failure never had one); otherwise unknown (censored
   before the horizon). With no horizon (``None``): 1 if ever, 0 with at least one follow-up visit.
-- **distant failure**: the same with ``new_metastases`` > 0 (new brain metastases).
+- **distant failure**: the same with ``new_metastases`` > 0 (new brain metastases; 0/1).
 - **OS**: event 1 at ``days_to_death_from_gk`` when given, else at the first visit with
-  ``death`` = 1; otherwise censored (event 0) at ``total_fu_time`` or, when that is empty, at the
-  last visit. Months = days / 30.4375. A time <= 0 leaves OS unknown.
+  ``death`` = 1 (when ``death`` is a time-series column); a patient-level ``death`` = 1 without
+  a time leaves OS unknown; otherwise censored (event 0) at ``total_fu_time`` or, when that is
+  empty, at the last visit. Months = days / 30.4375. A time <= 0 leaves OS unknown.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ def binary_failure(visit_times: np.ndarray, counts: np.ndarray, horizon_days: fl
 
 
 def death_days(days_to_death_from_gk: float, visit_times: np.ndarray, visit_death: np.ndarray) -> float:
-    """Days from GK to death: the individual table's value, else the first visit recording death."""
+    """Days from GK to death: the patient-level value, else the first visit recording death."""
     if math.isfinite(days_to_death_from_gk):
         return days_to_death_from_gk
     times = np.asarray(visit_times, float)
@@ -59,11 +62,15 @@ def death_days(days_to_death_from_gk: float, visit_times: np.ndarray, visit_deat
     return float(times[died & np.isfinite(times)].min()) if (died & np.isfinite(times)).any() else float("nan")
 
 
-def overall_survival(died_days: float, observed_days: float) -> tuple[float, float]:
+def overall_survival(died_days: float, observed_days: float, died_at_unknown_time: bool = False
+                     ) -> tuple[float, float]:
     """``(os_months, os_event)``: death -> (days / 30.4375, 1); else censored at the follow-up
-    -> (days / 30.4375, 0); (NaN, NaN) when no positive time is known."""
+    -> (days / 30.4375, 0); (NaN, NaN) when no positive time is known, or when the patient is known
+    to have died (``died_at_unknown_time``) but not when (censoring them would be wrong)."""
     if math.isfinite(died_days):
         return (round(died_days / DAYS_PER_MONTH, 3), 1.0) if died_days > 0 else (float("nan"), float("nan"))
+    if died_at_unknown_time:
+        return float("nan"), float("nan")
     if math.isfinite(observed_days) and observed_days > 0:
         return round(observed_days / DAYS_PER_MONTH, 3), 0.0
     return float("nan"), float("nan")

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from glmil_auto.dataset.problems import DatasetError, Problem
+from glmil_auto.dataset.problems import DatasetError
 
 
 def converter_parser(prog: str, description: str, dataset_id: int) -> argparse.ArgumentParser:
@@ -34,23 +34,28 @@ def output_folder(args: argparse.Namespace) -> Path:
     return args.output if args.output is not None else raw_folder()
 
 
-def run_conversion(args: argparse.Namespace, convert: Callable[[], tuple[Path, list[Problem]]]) -> int:
-    """Run ``convert`` and turn its outcome into messages and an exit code (see module docstring)."""
+def run_conversion(args: argparse.Namespace, convert: Callable[[], tuple[Path, list]],
+                   source_errors: tuple[type[Exception], ...] = (DatasetError,),
+                   run_errors: tuple[type[Exception], ...] = (FileExistsError, ValueError)) -> int:
+    """Run ``convert`` and turn its outcome into messages and an exit code (see module docstring),
+    ending with the conversion report of the written folder. ``source_errors`` are bad source data
+    (exit 1; a converter adds its own, for example the DICOM converters' errors that name the
+    patient), ``run_errors`` problems of the whole run (exit 2); the first match wins."""
+    from glmil_auto.dataset_conversion.conversion_report import conversion_report
+
     if not args.input.is_dir():
         print(f"ERROR: source folder {args.input} does not exist", file=sys.stderr)
         return 2
     try:
         folder, notes = convert()
-    except DatasetError as exc:
+    except source_errors as exc:
         print(str(exc), file=sys.stderr)
         return 1
-    except (FileExistsError, ValueError) as exc:
+    except run_errors as exc:
         print(f"ERROR: {exc}", file=sys.stderr)
         return 2
     for note in notes:
         print(str(note), file=sys.stderr)
-    from glmil_auto.dataset_conversion.conversion_report import conversion_report
-
     print("\n".join(conversion_report(folder)))
     print(f"Wrote and verified {folder}")
     return 0

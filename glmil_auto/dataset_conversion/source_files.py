@@ -51,7 +51,10 @@ def read_table(path: str | Path, sheet: str | None = None) -> pd.DataFrame:
             if sheet is not None and sheet not in sheets:
                 raise DatasetError(error(f"the workbook has no sheet {sheet!r}; its sheets are {sheets}",
                                          file=str(path)))
-            table = pd.read_excel(path, sheet_name=sheet if sheet is not None else 0, dtype=str).fillna("")
+            # keep_default_na=False: "NA", "n/a" or "#N/A" stay text, so that they are warned about
+            # as values not understood instead of becoming silently unknown
+            table = pd.read_excel(path, sheet_name=sheet if sheet is not None else 0, dtype=str,
+                                  keep_default_na=False).fillna("")
         else:
             table = pd.read_csv(path, dtype=str, keep_default_na=False)
             if len(table.columns) == 1:  # a spreadsheet export with ';' or tab separators

@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 
 from glmil_auto.dataset.dataset_json import DatasetSpec
+from glmil_auto.evaluation.clinical_models.multivariable import multivariable_cox, multivariable_logistic
 from glmil_auto.evaluation.cohort_metrics import MODEL, binary_cohort, survival_cohort
-from glmil_auto.evaluation.multivariable import multivariable_cox, multivariable_logistic
 from glmil_auto.inference.survival_probabilities import horizon_label
 
 ALL = "all"

@@ -2,8 +2,8 @@
 
 ``binary_cohort`` and ``survival_cohort`` return JSON-safe dicts (the entries of
 ``metrics.json``, schema in documentation/evaluation.md) built from the numerics of
-:mod:`~glmil_auto.evaluation.binary_metrics`, :mod:`~glmil_auto.evaluation.delong` and
-:mod:`~glmil_auto.evaluation.survival_metrics`. A number that cannot be computed on a cohort
+:mod:`~glmil_auto.evaluation.metrics.binary_metrics`, :mod:`~glmil_auto.evaluation.metrics.delong` and
+:mod:`~glmil_auto.evaluation.metrics.survival_metrics`. A number that cannot be computed on a cohort
 (one class only, too few events, a horizon beyond follow-up) is ``None`` with a reason, never an
 exception: a small per-centre cohort must not stop the report of the others.
 """
@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_curve
 
-from glmil_auto.evaluation import binary_metrics, survival_metrics
-from glmil_auto.evaluation.delong import delong_test
+from glmil_auto.evaluation.metrics import binary_metrics, survival_metrics
+from glmil_auto.evaluation.metrics.delong import delong_test
 from glmil_auto.inference.risk_groups import RISK_GROUP_NAMES, assign_risk_groups
 
 MODEL = "model"

@@ -204,7 +204,7 @@ def _shap(args: argparse.Namespace, model_folder: Path | None, documents: dict[s
           cases: list[str], endpoints: list[str]) -> dict[str, Any]:
     """The evaluated cases' SHAP values (``shap_summary``): {} when none were written. Held-out:
     the ``explanation`` blocks of the already-read ``<case>.json`` documents."""
-    from glmil_auto.evaluation.shap_summary import cross_validation_explanations, shap_summary
+    from glmil_auto.evaluation.report.shap_summary import cross_validation_explanations, shap_summary
 
     if args.cv:
         explanations = cross_validation_explanations(model_folder) if model_folder is not None else {}
@@ -216,7 +216,7 @@ def _shap(args: argparse.Namespace, model_folder: Path | None, documents: dict[s
 
 def _write_report(metrics: dict[str, Any], path: Path) -> str | None:
     try:
-        from glmil_auto.evaluation.report_html import write_report
+        from glmil_auto.evaluation.report.report_html import write_report
     except ImportError:
         return None
     return str(write_report(metrics, path))

@@ -7,7 +7,7 @@
   (``fold_<k>/validation/predictions.csv``) and the training clinical table.
 
 Baselines: the clinical + volumetric model fitted on the training cohort
-(:class:`~glmil_auto.evaluation.clinical_baseline.ClinicalBaseline`), the prognostic scores of
+(:class:`~glmil_auto.evaluation.clinical_models.clinical_baseline.ClinicalBaseline`), the prognostic scores of
 the dataset's ``clinical_scores`` block (survival endpoints), and any table the user brings.
 A baseline that cannot be built says why in ``metrics.json`` instead of stopping the evaluation.
 """
@@ -164,9 +164,9 @@ def clinical_model_baseline(spec: DatasetSpec, plans: dict[str, Any], train_tabl
     """The clinical + volumetric model fitted on the training cohort, scored on the evaluated one
     (columns as the predictions: probability per binary endpoint, ``<endpoint>_risk`` per survival
     endpoint)."""
-    from glmil_auto.evaluation.clinical_baseline import ClinicalBaseline
+    from glmil_auto.evaluation.clinical_models.clinical_baseline import ClinicalBaseline
     from glmil_auto.model.clinical_encoder import encode_clinical_table
-    from glmil_auto.training.data_loader import case_targets
+    from glmil_auto.training.dataloading.data_loader import case_targets
 
     features, endpoints = plans["clinical"]["features"], plans["endpoints"]
     values, categories = encode_clinical_table(train_table, features)
@@ -188,7 +188,7 @@ def cross_validation_clinical_baseline(spec: DatasetSpec, dataset: Any, model_fo
     predictions. Survival linear predictors are standardised per fold, as the model's risks are."""
     from glmil_auto.paths import preprocessed_folder
     from glmil_auto.preprocessing.storage import load_properties
-    from glmil_auto.training.splits import SPLITS_FILE
+    from glmil_auto.training.dataloading.splits import SPLITS_FILE
 
     plans = json.loads((Path(model_folder) / "plans.json").read_text(encoding="utf-8"))
     folder = preprocessed_folder() / dataset.name
@@ -234,7 +234,7 @@ def prognostic_score_baselines(spec: DatasetSpec, table: pd.DataFrame, n_metasta
                                ) -> dict[str, pd.DataFrame]:
     """RPA class, GPA and DS-GPA (as risks: higher = worse) for every survival endpoint, from the
     dataset's ``clinical_scores`` block; {} without one."""
-    from glmil_auto.evaluation.prognostic_scores import compute_scores, scores_as_risk
+    from glmil_auto.evaluation.clinical_models.prognostic_scores import compute_scores, scores_as_risk
 
     mapping = spec.raw.get("clinical_scores")
     if not mapping:

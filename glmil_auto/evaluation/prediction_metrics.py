@@ -4,7 +4,7 @@ cohort's truth, and the fast case bootstrap of AUC / Harrell's C that the accura
 ``glmil_evaluate`` (:mod:`glmil_auto.evaluation.evaluate_command`) evaluates predictions; this
 module holds what it and ``benchmarks/accuracy.py`` share. :func:`bootstrap_replicates` uses the
 pairwise form of ``sklearn.metrics.roc_auc_score`` and ``sksurv.metrics.concordance_index_censored``
-(through :mod:`glmil_auto.training.validation_metrics`), weighted by how often each case was
+(through :mod:`glmil_auto.training.validation.validation_metrics`), weighted by how often each case was
 drawn, which equals those functions on each resampled data set (tests check this) and is much
 faster than calling them 1000 times.
 """
@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from glmil_auto.dataset.dataset_json import DatasetSpec
-from glmil_auto.training.validation_metrics import binary_auc, harrell_c
+from glmil_auto.training.validation.validation_metrics import binary_auc, harrell_c
 
 CASE_COLUMN = "case_id"
 RISK_SUFFIX = "_risk"

@@ -19,8 +19,8 @@ from glmil_auto.dataset.dataset_json import DatasetSpec, load_dataset_json
 from glmil_auto.dataset.safe_names import unsafe_reason
 from glmil_auto.experiment_planning.plans_io import DEFAULT_PLANS_NAME
 from glmil_auto.paths import preprocessed_folder, resolve_dataset_name, results_folder
-from glmil_auto.training.checkpointing import load_checkpoint
-from glmil_auto.training.validation_files import checkpoint_suffix, explanation_file_names, validation_file_names
+from glmil_auto.training.trainers.checkpointing import load_checkpoint
+from glmil_auto.training.validation.validation_files import checkpoint_suffix, explanation_file_names, validation_file_names
 
 DEFAULT_CHECKPOINT = "checkpoint_final.pt"
 

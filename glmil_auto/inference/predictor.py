@@ -26,7 +26,7 @@ Outputs of :meth:`GLMILPredictor.predict_from_files` in ``OUT``:
   expert gate weights, and the warnings about the case's inputs;
 - with ``explain``, an ``explanation`` block in ``<case>.json``: per endpoint, the SHAP
   contribution of every clinical variable, the lesion count and volume and the two image branches,
-  largest first (:mod:`~glmil_auto.inference.shap_explanations`);
+  largest first (:mod:`~glmil_auto.model.shap_explanations`);
 - ``<case>_<endpoint>_gradcam.nii.gz`` with ``save_gradcam``: the global encoder's Grad-CAM in the
   input image's geometry;
 - ``plans.json``, ``prediction_settings.json`` (command line, model folder, folds, checkpoint,
@@ -37,7 +37,7 @@ A case's JSON is written last (atomically) and carries the fingerprint of what p
 harmonisation), so ``continue_prediction`` reuses exactly the cases that the same settings produced
 and predicts the others again; ``predictions.csv`` is rebuilt from the case JSONs at the end.
 
-Harmonised lesion features (:mod:`glmil_auto.training.feature_harmonisation`): each fold's
+Harmonised lesion features (:mod:`glmil_auto.training.starting_point.feature_harmonisation`): each fold's
 ``harmonisation.json`` (a fold without one, trained before harmonisation: none) maps a case's
 intensity and texture features to that fold's training scale when the clinical table gives the case
 a training centre; any other case passes unchanged. With ``harmonise`` every fold's harmoniser is
@@ -71,7 +71,7 @@ from glmil_auto.inference.clinical_inputs import ClinicalInputs
 from glmil_auto.inference.model_folder import DEFAULT_CHECKPOINT, ModelFolderError, open_model_folder
 from glmil_auto.inference.recalibration import apply_recalibration, fit_recalibration_maps, identity_maps
 from glmil_auto.inference.risk_groups import assign_risk_groups, fit_risk_scales, read_oof_tables
-from glmil_auto.inference.shap_explanations import (
+from glmil_auto.model.shap_explanations import (
     ExplanationInputs,
     case_explanation,
     display_values,
@@ -95,9 +95,9 @@ from glmil_auto.model import build_network
 from glmil_auto.model.network import GLMILMoE
 from glmil_auto.preprocessing.case_preprocessor import CasePreprocessor
 from glmil_auto.preprocessing.lesion_features.settings import lesion_feature_names
-from glmil_auto.training.bag_collation import case_extras, collate_bags, collate_extras, instance_descriptors
-from glmil_auto.training.checkpointing import load_checkpoint
-from glmil_auto.training.feature_harmonisation import FeatureHarmoniser, centre_label
+from glmil_auto.training.dataloading.bag_collation import case_extras, collate_bags, collate_extras, instance_descriptors
+from glmil_auto.training.starting_point.feature_harmonisation import FeatureHarmoniser, centre_label
+from glmil_auto.training.trainers.checkpointing import load_checkpoint
 from glmil_auto.utilities.atomic_files import remove_stale_temporaries, write_csv_atomic, write_json_atomic
 from glmil_auto.utilities.content_hash import file_sha256, json_sha256
 from glmil_auto.utilities.mixed_precision import autocast

@@ -6,7 +6,7 @@ the pooled out-of-fold predictions (every training case scored by the fold that 
 on it, standardised with that fold's scale, as new patients are), a one-variable Cox model gives
 the log hazard ratio ``beta`` per unit of standardised risk (lifelines), and the Breslow
 estimator gives the baseline cumulative hazard ``H0`` of the linear predictor ``beta * risk``
-(:class:`~glmil_auto.evaluation.survival_metrics.BreslowBaseline`). A new patient's survival is
+(:class:`~glmil_auto.numerics.breslow.BreslowBaseline`). A new patient's survival is
 
     S(t | risk) = exp(-H0(t) exp(beta * risk - offset))
 
@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from glmil_auto.evaluation.survival_metrics import BreslowBaseline
+from glmil_auto.numerics.breslow import BreslowBaseline
 
 DEFAULT_HORIZONS = (12.0, 24.0)
 

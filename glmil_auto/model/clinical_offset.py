@@ -3,7 +3,7 @@
 Principle (DESIGN.md): a network that receives the clinical variables, the lesion count and the
 lesion volumes must never score below a linear model on those same inputs. ``ClinicalOffset``
 makes that structural: it holds, per endpoint, the coefficients of a logistic (binary) or Cox
-(survival) regression fitted on the fold's training cases (``glmil_auto.training.clinical_offset_fit``)
+(survival) regression fitted on the fold's training cases (``glmil_auto.training.starting_point.clinical_offset_fit``)
 and adds that linear predictor to the network's output, whose heads start at zero. At
 initialisation the network *is* the linear model; training can only move away from it where the
 images (or non-linear clinical effects) improve the loss, and model selection on the validation

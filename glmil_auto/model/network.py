@@ -219,7 +219,7 @@ class GLMILMoE(nn.Module):
         case-level linear predictor and, for any_lesion endpoints, the noisy-OR with the lesions.
 
         Returns ``(logits, log_risks, gates (B, K, E) or None, load-balancing loss, fused input)``.
-        SHAP (``glmil_auto.inference.shap_explanations``) calls this with branch summaries and
+        SHAP (``glmil_auto.model.shap_explanations``) calls this with branch summaries and
         clinical inputs swapped between cases, so it must depend on the batch only through them.
         ``clinical``: the clinical encoder's output when the caller computed it already;
         ``case_features`` (B, P): the stored patient aggregates (None: plans without them);

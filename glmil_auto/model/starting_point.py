@@ -5,7 +5,7 @@ Principle (DESIGN.md): the network sees the clinical variables, the lesion count
 every lesion, so it must never score below a linear model on the clinical inputs, nor below the
 best hand-crafted lesion model. :class:`StartingPoint` makes both structural. It holds, per
 endpoint, the coefficients of a model fitted on the fold's training cases
-(``glmil_auto.training.radiomics_offset_fit``) and the network adds its output to heads that start
+(``glmil_auto.training.starting_point.radiomics_offset_fit``) and the network adds its output to heads that start
 at zero, so the untrained network *is* that model:
 
 - a case-level endpoint: a penalised logistic (binary) or Cox (survival) linear predictor over the

@@ -26,7 +26,7 @@ from torch import nn
 
 from glmil_auto.dataset.problems import DatasetError, error
 from glmil_auto.preprocessing.storage import load_array, load_properties
-from glmil_auto.training.bag_collation import instance_descriptors
+from glmil_auto.training.dataloading.bag_collation import instance_descriptors
 
 LESION_COLUMNS = ("case_id", "label", "instance_index")
 
@@ -37,7 +37,7 @@ def probe_network(plans: dict[str, Any], seed: int = 0, checkpoint: str | Path |
     ``checkpoint``, its encoders replaced by the pretrained ones (then also the loader's record of
     the source; the heads stay random, a probe never reads them)."""
     from glmil_auto.model import build_network
-    from glmil_auto.pretraining.pretrained_weights import load_pretrained_encoders
+    from glmil_auto.model.pretrained_weights import load_pretrained_encoders
 
     torch.manual_seed(seed)
     network = build_network(plans)

@@ -46,14 +46,14 @@ from glmil_auto.pretraining.heads import ProjectionHead, ReconstructionDecoder
 from glmil_auto.pretraining.losses import masked_reconstruction_loss, nt_xent_loss
 from glmil_auto.pretraining.masking import block_mask, hide
 from glmil_auto.pretraining.plan_pretraining import learning_rate_factor
-from glmil_auto.pretraining.pretrained_weights import (
+from glmil_auto.model.pretrained_weights import (
     CHECKPOINT_FORMAT, CHECKPOINT_VERSION, architecture_block, architecture_sha256, encoder_state,
 )
 from glmil_auto.pretraining.pretraining_data import PretrainingCase, PretrainingLoader, seen_record
 from glmil_auto.pretraining.pretraining_progress import plot_pretraining_progress
 from glmil_auto.pretraining.views import OneView, TwoViews, view_transforms
-from glmil_auto.training.augmentation import make_augmenter, shutdown_augmenter
-from glmil_auto.training.checkpointing import load_checkpoint, save_checkpoint
+from glmil_auto.training.data_augmentation.augmentation import make_augmenter, shutdown_augmenter
+from glmil_auto.training.trainers.checkpointing import load_checkpoint, save_checkpoint
 from glmil_auto.utilities.atomic_files import write_json_atomic
 from glmil_auto.utilities.mixed_precision import autocast, needs_grad_scaler
 

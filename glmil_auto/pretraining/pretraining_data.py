@@ -32,8 +32,8 @@ from tqdm import tqdm
 
 from glmil_auto.dataset.problems import DatasetError, error
 from glmil_auto.preprocessing.storage import case_paths, load_array, load_properties
-from glmil_auto.training.bag_collation import instance_descriptors
-from glmil_auto.training.data_loader import use_fork_safe_blosc2
+from glmil_auto.training.dataloading.bag_collation import instance_descriptors
+from glmil_auto.training.dataloading.data_loader import use_fork_safe_blosc2
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from typing import Any
 
 from batchgenerators.transforms.abstract_transforms import AbstractTransform, Compose
 
-from glmil_auto.training.augmentation import get_training_transforms
+from glmil_auto.training.data_augmentation.augmentation import get_training_transforms
 
 VIEW_PROBABILITIES: dict[str, float] = {
     "rotation": 1.0, "scale": 0.0, "gaussian_noise": 0.3, "gaussian_blur": 0.0, "brightness": 0.0, "contrast": 0.0,

@@ -18,8 +18,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from glmil_auto.experiment_planning.plans_io import DEFAULT_PLANS_NAME
-from glmil_auto.training.trainer import GLMILTrainer
-from glmil_auto.training.trainer_registry import find_trainer
+from glmil_auto.training.trainers.trainer import GLMILTrainer
+from glmil_auto.training.trainers.trainer_registry import find_trainer
 
 
 SPLIT_SCHEME_SUFFIX = {"random": "randomSplits", "centre": "centreHeldOut"}
@@ -66,7 +66,7 @@ def pretrained_suffix(path: str) -> str:
     folds go to ``<Trainer>_pretrained-<run>__<plans>`` beside the model trained from scratch; the
     per-fold checkpoints of the strict setting (``_fold<K>``) share ``pretrained-<run>_foldwise``."""
     from glmil_auto.dataset.safe_names import unsafe_reason
-    from glmil_auto.pretraining.pretrained_weights import read_pretrained
+    from glmil_auto.model.pretrained_weights import read_pretrained
 
     content = read_pretrained(path)
     run = str(content.get("run") or "unnamed")

@@ -38,7 +38,7 @@ ordinary tissue whatever the scanner; "ratio" features divide by normal brain wi
 Layout (every name is importable from this package, loaded on first use). The lesion features live at
 the preprocessing stage (``glmil_auto.preprocessing.lesion_features``: ``lesion_frame``, ``channels``,
 ``shape``, ``enhancement``, ``surroundings``, ``features``, ``dataset_features``, ``patients``) and the
-models at the training stage (``glmil_auto.training.lesion_models``), because the network's starting
+models at the training stage (``glmil_auto.training.starting_point.lesion_models``), because the network's starting
 point fits the same models on the same stored features. This package keeps ``clinical_design`` (the
 clinical design matrix) and ``peer`` (:class:`RadiomicsPeer`, :func:`fit_and_predict_peer`).
 """
@@ -63,10 +63,10 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "glmil_auto.preprocessing.lesion_features.patients": ("MIN_AGGREGATED", "SUM_AGGREGATED", "VOLUME_WEIGHTED", "patient_features", "BURDEN_FEATURES",
                  "COMPACT_PATIENT_FEATURES", "FEATURE_SETS", "feature_set_columns"),
     "glmil_auto.evaluation.radiomics_peer.clinical_design": ("clinical_features", "clinical_design_matrix"),
-    "glmil_auto.training.lesion_models.linear_models": ("RadiomicsLogistic", "RadiomicsCox"),
-    "glmil_auto.training.lesion_models.noisy_or": ("log1mexp", "softplus", "sigmoid", "noisy_or_log_survival", "noisy_or_probability",
+    "glmil_auto.training.starting_point.lesion_models.linear_models": ("RadiomicsLogistic", "RadiomicsCox"),
+    "glmil_auto.training.starting_point.lesion_models.noisy_or": ("log1mexp", "softplus", "sigmoid", "noisy_or_log_survival", "noisy_or_probability",
                  "noisy_or_objective"),
-    "glmil_auto.training.lesion_models.noisy_or_model": ("LESION_MODEL_FEATURES", "NoisyOrLesionModel"),
+    "glmil_auto.training.starting_point.lesion_models.noisy_or_model": ("LESION_MODEL_FEATURES", "NoisyOrLesionModel"),
     "glmil_auto.evaluation.radiomics_peer.peer": ("RadiomicsPeer", "fit_and_predict_peer"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -13,9 +13,9 @@ from glmil_auto.evaluation.radiomics_peer.clinical_design import clinical_design
 from glmil_auto.preprocessing.lesion_features.lesion_frame import (
     CASE_COLUMN, LABEL_COLUMN, LESION_FEATURES, POSITION_COLUMNS,
 )
-from glmil_auto.training.lesion_models.linear_models import RadiomicsCox, RadiomicsLogistic
-from glmil_auto.training.lesion_models.noisy_or_model import NoisyOrLesionModel
 from glmil_auto.preprocessing.lesion_features.patients import FEATURE_SETS, feature_set_columns, patient_features
+from glmil_auto.training.starting_point.lesion_models.linear_models import RadiomicsCox, RadiomicsLogistic
+from glmil_auto.training.starting_point.lesion_models.noisy_or_model import NoisyOrLesionModel
 
 
 class RadiomicsPeer:
@@ -41,7 +41,7 @@ class RadiomicsPeer:
     by their maximum and mean.
 
     ``endpoints``: the plans' list (``{"name", "type"}``) or None for every endpoint of ``spec``;
-    ``targets``: :func:`glmil_auto.training.data_loader.case_targets`-style arrays in ``case_ids``
+    ``targets``: :func:`glmil_auto.training.dataloading.data_loader.case_targets`-style arrays in ``case_ids``
     order (binary ``name``; survival ``name_time`` and ``name_event``), or None to read them from
     ``table``. Tables are typed clinical tables indexed by case id.
     """

@@ -1,7 +1,7 @@
 """Per-lesion radiomic features, computed once in preprocessing and stored with each case.
 
 One implementation of each feature lives here, at the preprocessing stage; the network's starting
-point (``glmil_auto.training.radiomics_offset_fit``), the radiomics peer
+point (``glmil_auto.training.starting_point.radiomics_offset_fit``), the radiomics peer
 (``glmil_auto.evaluation.radiomics_peer``) and the benchmarks read what preprocessing stored, and
 nothing here imports a later stage.
 

@@ -1,0 +1,1 @@
+"""Support for benchmarks/: accuracy-table rows, expected AUC under known truth, linear probes."""

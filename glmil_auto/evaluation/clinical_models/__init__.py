@@ -1,0 +1,1 @@
+"""Clinical comparators: the clinical baseline, prognostic scores, multivariable models."""

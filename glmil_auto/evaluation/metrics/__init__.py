@@ -1,0 +1,1 @@
+"""Discrimination and calibration numerics: binary metrics, DeLong, survival metrics."""

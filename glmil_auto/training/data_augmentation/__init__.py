@@ -1,0 +1,1 @@
+"""Augmentation of training batches (batchgenerators) and its torch resampling."""

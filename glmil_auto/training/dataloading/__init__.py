@@ -1,0 +1,1 @@
+"""Data for training: the loader, bag collation, cross-validation splits."""

@@ -1,0 +1,1 @@
+"""The training log's figure (progress.png)."""

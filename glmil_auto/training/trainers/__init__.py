@@ -1,0 +1,1 @@
+"""GLMILTrainer, its variants (-tr NAME), the trainer lookup and checkpoints."""

@@ -1,0 +1,1 @@
+"""What a fold writes about its validation cases: predictions files, metrics, SHAP."""
