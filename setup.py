@@ -38,6 +38,7 @@ setup(
         # p-values (statsmodels: logistic; lifelines: Cox), decision curves as dcurves defines them
         "statsmodels>=0.14",
         "lifelines>=0.27",
+        "firthmodels>=0.8",  # Firth-penalised logistic / Cox fits where the multivariable models separate
         "dcurves>=1.1",
         # the HTML report (jinja2 autoescapes every user string) and cropping its PNG rendering
         "jinja2>=3.0",
@@ -69,6 +70,7 @@ setup(
             "glmil_pretrain=glmil_auto.pretraining.entry_points:pretrain_entry",
             "glmil_predict=glmil_auto.inference.entry_points:predict_entry",
             "glmil_predict_from_modelfolder=glmil_auto.inference.entry_points:predict_from_modelfolder_entry",
+            "glmil_recalibrate=glmil_auto.inference.recalibrate_command:recalibrate_entry",
             "glmil_evaluate_predictions=glmil_auto.evaluation.entry_points:evaluate_predictions_entry",
             "glmil_evaluate=glmil_auto.evaluation.evaluate_command:evaluate_entry",
             "glmil_convert_dicom_rt=glmil_auto.dataset_conversion.dicom_rt_entry:convert_dicom_rt_entry",

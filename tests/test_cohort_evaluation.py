@@ -1,12 +1,17 @@
 """The evaluation of one cohort never stops on a small group: what cannot be computed is None with
-a reason, and a multivariable fit that separates is flagged instead of drawn."""
+a reason, and a multivariable fit that separates gets Firth's estimates (a maximum-likelihood fit
+kept as it is would be flagged instead of drawn)."""
 
 from __future__ import annotations
+
+from functools import partial
 
 import numpy as np
 import pandas as pd
 
 from glmil_auto.dataset.dataset_json import spec_from_dict
+from glmil_auto.evaluation import cohort_evaluation
+from glmil_auto.evaluation.clinical_models.multivariable import multivariable_logistic
 from glmil_auto.evaluation.cohort_evaluation import evaluate_cohort
 from glmil_auto.evaluation.cohort_metrics import binary_cohort, survival_cohort
 from glmil_auto.inference.risk_groups import assign_risk_groups
@@ -44,11 +49,18 @@ def test_a_three_case_group_gets_reasons_not_exceptions():
         == "model score (per SD)"
 
 
-def test_a_separating_multivariable_fit_is_flagged():
+def test_a_separating_multivariable_fit_gets_firth_estimates(monkeypatch):
     table, predictions = cohort(60, seed=1)
     table["primary"] = np.where(table["lf"] == 1, "melanoma", "lung")  # the primary separates the outcome
     metrics = evaluate_cohort(predictions, table, SPEC, n_bootstrap=0)
+    model = metrics["multivariable"]["lf"]
+    assert model["method"] == "firth" and "unstable" not in model and "separation" in model["separation"]["reason"]
+    assert all(1e-4 < row["odds_ratio"] < 1e4 and row["ci_low"] is not None for row in model["rows"])
+    # the maximum-likelihood fit of the same data, kept as it is, is still flagged
+    monkeypatch.setattr(cohort_evaluation, "multivariable_logistic", partial(multivariable_logistic, firth="never"))
+    metrics = evaluate_cohort(predictions, table, SPEC, n_bootstrap=0)
     assert "not reliable" in metrics["multivariable"]["lf"]["unstable"]
+    assert metrics["multivariable"]["lf"]["method"] == "maximum likelihood"
 
 
 def test_binary_and_survival_entries_with_baselines_and_groups():

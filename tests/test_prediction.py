@@ -471,6 +471,105 @@ def test_glmil_evaluate_held_out_and_cross_validation(trained, ensemble, tmp_pat
     assert evaluate_entry(["-d", "1", "-o", str(tmp_path / "x")]) == 2  # neither -i nor --cv
 
 
+@pytest.fixture(scope="module")
+def labelled_centre(trained, tmp_path_factory):
+    """The training centres' cases predicted by the model (20 labelled cases to update from)."""
+    out = tmp_path_factory.mktemp("labelled")
+    raw = trained["raw"]
+    predict(trained, out, raw / "imagesTr", raw / "labelsTr", clinical_file=raw / "clinicalTr.csv", use_tta=False)
+    return out
+
+
+def _file_hashes(folder: Path) -> dict[str, str]:
+    from glmil_auto.utilities.content_hash import file_sha256
+
+    return {str(p.relative_to(folder)): file_sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_an_updated_model_folder_round_trips_through_glmil_predict(trained, ensemble, labelled_centre, tmp_path,
+                                                                    capsys):
+    from sklearn.metrics import roc_auc_score
+
+    from glmil_auto.inference.model_update_file import read_model_update
+    from glmil_auto.inference.model_updating import apply_binary_update
+    from glmil_auto.inference.recalibrate_command import recalibrate_entry
+
+    raw, source = trained["raw"], trained["model"]
+    before = _file_hashes(source)
+    updated = tmp_path / "updated"
+    args = ["-m", str(source), "-i", str(labelled_centre / "predictions.csv"), "-c", str(raw / "clinicalTr.csv"),
+            "--method", "intercept"]
+    assert recalibrate_entry([*args, "-o", str(source / "inside")]) == 2  # never into the source folder
+    assert "the source model stays untouched" in capsys.readouterr().err
+    assert recalibrate_entry([*args, "-o", str(updated), "--centre", "training centres"]) == 0
+    printed = capsys.readouterr().out
+    assert _file_hashes(source) == before  # the original folder is untouched
+    record = read_model_update(updated)
+    assert record["source_model_folder"] == str(source.resolve()) and record["centre"] == "training centres"
+    centre = record["centres"]["*"]
+    assert centre["cases"] == 20
+    for name in BINARY + ["os"]:
+        update = centre["endpoints"][name]
+        assert update["method"] == ("baseline" if name == "os" else "intercept"), update
+        assert f"{name}: {update['method']} ({update['n']} cases, {update['events']} events" in printed
+
+    predictor = GLMILPredictor(updated, device="cpu")
+    frame, failures = predictor.predict_from_files(raw / "imagesTs", raw / "labelsTs", tmp_path / "out",
+                                                   clinical_file=raw / "clinicalTs.csv", progress=False)
+    _, original, _ = ensemble
+    assert failures == {}
+    frame, original = frame.set_index("case_id"), original.set_index("case_id")
+    for name in BINARY:  # the probabilities before the update are the source model's own
+        np.testing.assert_allclose(frame[f"{name}_before_update"], original[name], rtol=1e-12)
+        np.testing.assert_allclose(frame[name], apply_binary_update(centre["endpoints"][name], original[name]),
+                                   rtol=1e-12)
+        assert np.array_equal(np.argsort(frame[name].to_numpy()), np.argsort(original[name].to_numpy()))
+    np.testing.assert_allclose(frame["os_risk"], original["os_risk"], rtol=1e-12)  # the ranking is not touched
+    np.testing.assert_allclose(frame["os_surv_12_before_update"], original["os_surv_12"], rtol=1e-12)
+    assert (frame["os_risk_group"] == original["os_risk_group"]).all()
+    truth = pd.read_csv(raw / "clinicalTs.csv", dtype={"case_id": str}).set_index("case_id").loc[frame.index]
+    for name in BINARY:
+        known = truth[name].notna()
+        if truth.loc[known, name].nunique() == 2:
+            assert roc_auc_score(truth.loc[known, name], frame.loc[known, name]) == \
+                roc_auc_score(truth.loc[known, name], original.loc[known, name])
+    case = json.loads((tmp_path / "out" / f"{frame.index[0]}.json").read_text())
+    assert case["model_update"] == {"centre": "*", "methods": {n: centre["endpoints"][n]["method"]
+                                                               for n in BINARY + ["os"]}}
+
+
+def test_recalibrate_refuses_bad_probabilities_and_updates_per_centre(trained, labelled_centre, tmp_path, capsys):
+    from glmil_auto.inference.model_update_file import read_model_update
+    from glmil_auto.inference.recalibrate_command import recalibrate_entry
+
+    raw, source = trained["raw"], trained["model"]
+    edited = tmp_path / "edited"
+    shutil.copytree(labelled_centre, edited)
+    table = pd.read_csv(edited / "predictions.csv", dtype={"case_id": str})
+    table.loc[3, "distant_failure"] = 7.0
+    table.to_csv(edited / "predictions.csv", index=False)
+    args = ["-m", str(source), "-c", str(raw / "clinicalTr.csv")]
+    assert recalibrate_entry([*args, "-i", str(edited / "predictions.csv"), "-o", str(tmp_path / "bad")]) == 1
+    assert f"case {table.loc[3, 'case_id']}, column 'distant_failure': '7.0' is not a probability" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+    out = tmp_path / "per_centre"
+    assert recalibrate_entry([*args, "-i", str(labelled_centre / "predictions.csv"), "-o", str(out), "--per-centre",
+                              "--method", "intercept"]) == 0
+    record = read_model_update(out)
+    centres = pd.read_csv(raw / "clinicalTr.csv")["center"]
+    assert record["centre_column"] == "center" and sorted(record["centres"]) == sorted(centres.unique())
+    assert sum(c["cases"] for c in record["centres"].values()) == 20
+    predictor = GLMILPredictor(out, device="cpu", use_tta=False)  # the held-out centre has no update of its own
+    frame, _ = predictor.predict_from_files(raw / "imagesTs", raw / "labelsTs", tmp_path / "ts",
+                                            clinical_file=raw / "clinicalTs.csv", progress=False)
+    for name in BINARY:
+        np.testing.assert_array_equal(frame[name], frame[f"{name}_before_update"])
+    case = json.loads((tmp_path / "ts" / f"{frame['case_id'][0]}.json").read_text())
+    assert any("no model update for centre" in w for w in case["warnings"]) and case["model_update"]["centre"] is None
+
+
 def test_model_folder_problems_are_clear(trained, tmp_path, capsys):
     raw = trained["raw"]
     args = ["-i", str(raw / "imagesTs"), "-m", str(raw / "labelsTs"), "-o", str(tmp_path / "o"), "-d", "1"]

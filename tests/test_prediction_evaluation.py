@@ -149,15 +149,21 @@ def test_old_split_option_reads_the_training_table_and_no_truth_means_no_ceiling
     assert "truth (synthetic ceiling)" not in _scores(metrics, "os")
 
 
-def test_missing_predictions_and_text_cells_are_handled(tmp_path, monkeypatch):
+def test_missing_predictions_and_text_cells_are_handled(tmp_path, monkeypatch, capsys):
     table, predictions, _, csv_path = _raw_dataset(tmp_path, monkeypatch, with_truth=False)
     ids = list(table.index)
     changed = predictions.astype(str).replace("nan", "")
-    changed.loc[changed.case_id == ids[1], "os_risk"] = ""  # empty prediction
+    changed.loc[changed.case_id == ids[1], "os_risk"] = ""  # empty prediction: an error, not a silent drop
     changed = changed[changed.case_id != ids[2]]  # no row at all
+    changed.to_csv(csv_path, index=False)
+    assert evaluate_entry(["-d", "42", "-i", str(csv_path), "--n_bootstrap", "0", "--no_progress"]) == 2
+    assert f"case '{ids[1]}', column 'os_risk': empty" in capsys.readouterr().err
+    changed = changed[changed.case_id != ids[1]]  # the case left out by removing its row instead
     changed.to_csv(csv_path, index=False)
     assert evaluate_entry(["-d", "42", "-i", str(csv_path), "--n_bootstrap", "0", "--no_progress"]) == 0
     metrics = json.loads((csv_path.parent / "evaluation" / "metrics.json").read_text())
+    assert metrics["inputs"]["missing_predictions"] == {"count": 2, "first": ids[1:3]}
+    assert "2 case(s) of clinicalTs.csv with a known outcome have no prediction" in capsys.readouterr().err
     keep = [c for c in ids if c not in ids[1:3]]
     p = predictions.set_index("case_id").loc[keep, "os_risk"]
     expected = concordance_index_censored(table.loc[keep, "os_event"].astype(bool), table.loc[keep, "os_months"], p)[0]

@@ -83,6 +83,11 @@ def _binary_entry(rng: np.random.Generator, y: np.ndarray, scores: dict[str, np.
             "brier": float(np.mean((p - y) ** 2)),
             "calibration": {"intercept": 0.08, "intercept_ci_low": -0.25, "intercept_ci_high": 0.41,
                             "slope": 0.92, "slope_ci_low": 0.61, "slope_ci_high": 1.23},
+            "ici": {"estimate": 0.031, "ci_low": 0.012, "ci_high": 0.058},
+            "e50": {"estimate": 0.024, "ci_low": 0.008, "ci_high": 0.049},
+            "e90": {"estimate": 0.067, "ci_low": 0.027, "ci_high": 0.121},
+            "emax": {"estimate": 0.094, "ci_low": None, "ci_high": None},
+            "ece": {"estimate": 0.052, "n_bins": 10},
             "roc": _roc(y, p),
         }
         edges = np.quantile(p, np.linspace(0, 1, 9))
@@ -94,7 +99,13 @@ def _binary_entry(rng: np.random.Generator, y: np.ndarray, scores: dict[str, np.
             low, high = _wilson(k, n)
             rows.append({"mean_predicted": float(p[member].mean()), "observed": k / n,
                          "ci_low": low, "ci_high": high, "n": n})
-        entry["calibration_curve"][name] = rows
+        # the curve: linear between the groups, a band of +-0.1 (the report only draws it)
+        grid = np.linspace(p.min(), p.max(), 21)
+        observed = np.interp(grid, [r["mean_predicted"] for r in rows], [r["observed"] for r in rows])
+        entry["calibration_curve"][name] = {
+            "smoothed": {"predicted": grid, "observed": observed, "ci_low": np.clip(observed - 0.1, 0, 1),
+                         "ci_high": np.clip(observed + 0.1, 0, 1)},
+            "groups": rows, "n_groups": len(rows), "predictions": p, "outcomes": y.astype(int), "ici": 0.031}
         positive = p[None, :] >= thresholds[:, None]
         tp = (positive & (y == 1)).sum(axis=1) / y.size
         fp = (positive & (y == 0)).sum(axis=1) / y.size
@@ -372,6 +383,7 @@ def test_write_report(metrics, tmp_path):
     assert "&lt;0.001" in text  # p-value formatting
     assert "Harrell" in text and "Uno" in text and "AUC(t = 24)" in text
     assert "Calibration slope" in text and "Integrated Brier score: 0.164" in text
+    assert "ICI [95% CI]" in text and "0.031 [0.012, 0.058]" in text and "ECE (secondary)" in text
     assert "Missing clinical values" in text and "2000 resamples, seed 0" in text
     assert "not available" not in text and "SHAP summary (40 cases)" in text
 

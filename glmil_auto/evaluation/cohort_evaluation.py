@@ -26,12 +26,16 @@ import numpy as np
 import pandas as pd
 
 from glmil_auto.dataset.dataset_json import DatasetSpec
-from glmil_auto.evaluation.clinical_models.multivariable import multivariable_cox, multivariable_logistic
+from glmil_auto.evaluation.clinical_models.multivariable import (
+    FIRTH,
+    UNSTABLE_RATIO,
+    multivariable_cox,
+    multivariable_logistic,
+)
 from glmil_auto.evaluation.cohort_metrics import MODEL, binary_cohort, survival_cohort
 from glmil_auto.inference.survival_probabilities import horizon_label
 
 ALL = "all"
-UNSTABLE_RATIO = 1e4  # an odds or hazard ratio beyond 1e4 (or below 1e-4) signals (quasi-)separation
 
 
 def _column(frame: pd.DataFrame, column: str, cases: pd.Index) -> np.ndarray:
@@ -49,7 +53,7 @@ def cohort_table(table: pd.DataFrame, spec: DatasetSpec, endpoints: Sequence[str
     """TRIPOD-style counts per group: cases, and per endpoint known outcomes, events, missing and
     (survival) censored; plus missing values of each clinical variable."""
     rows = []
-    for label, cases in _cohorts(table.index, groups):
+    for label, cases in cohorts(table.index, groups):
         part = table.loc[cases]
         row: dict[str, Any] = {"group": label, "n": int(len(part))}
         for name in endpoints:
@@ -70,13 +74,24 @@ def cohort_table(table: pd.DataFrame, spec: DatasetSpec, endpoints: Sequence[str
     return rows
 
 
-def _cohorts(cases: pd.Index, groups: pd.Series | None) -> list[tuple[str, pd.Index]]:
-    out = [(ALL, cases)]
-    if groups is not None:
-        labels = groups.reindex(cases)
-        for label in sorted({str(v) for v in labels.dropna()}):
-            out.append((label, cases[(labels.astype(str) == label).to_numpy() & labels.notna().to_numpy()]))
-    return out
+def _groups(cases: pd.Index, groups: pd.Series | None) -> list[tuple[str, pd.Index]]:
+    if groups is None:
+        return []
+    labels = groups.reindex(cases)
+    return [(label, cases[(labels.astype(str) == label).to_numpy() & labels.notna().to_numpy()])
+            for label in sorted({str(v) for v in labels.dropna()})]
+
+
+def cohorts(cases: pd.Index, groups: pd.Series | None) -> list[tuple[str, pd.Index]]:
+    """``all`` and each group with its cases. A group that holds every case (a single centre, a
+    single fold) is left out: its numbers are those of ``all``, and the report would show each
+    table twice (:func:`single_group` names it)."""
+    return [(ALL, cases)] + [(label, part) for label, part in _groups(cases, groups) if len(part) < len(cases)]
+
+
+def single_group(cases: pd.Index, groups: pd.Series | None) -> str | None:
+    """The label of the one group that holds every case, or None."""
+    return next((label for label, part in _groups(cases, groups) if len(part) == len(cases) and len(cases)), None)
 
 
 def evaluate_cohort(predictions: pd.DataFrame, table: pd.DataFrame, spec: DatasetSpec,
@@ -95,11 +110,13 @@ def evaluate_cohort(predictions: pd.DataFrame, table: pd.DataFrame, spec: Datase
     endpoints = [name for name in spec.endpoints if score_column(spec, name) in predictions.columns]
     out: dict[str, Any] = {"cohort_table": cohort_table(table, spec, endpoints, groups), "endpoints": {},
                            "multivariable": {}}
+    if single_group(cases, groups) is not None:  # evaluated once, as "all"
+        out["single_group"] = single_group(cases, groups)
     for name in endpoints:
         declared = spec.endpoints[name]
         column = score_column(spec, name)
         entry: dict[str, Any] = {"type": declared.type, "cohorts": {}}
-        for label, part in _cohorts(cases, groups):
+        for label, part in cohorts(cases, groups):
             scores = {MODEL: _column(predictions, column, part)}
             for baseline, frame in baselines.items():
                 if column in frame.columns:
@@ -108,8 +125,10 @@ def evaluate_cohort(predictions: pd.DataFrame, table: pd.DataFrame, spec: Datase
                 y = _column(table, name, part)
                 uncalibrated = (_column(predictions, f"{name}_uncalibrated", part)
                                 if f"{name}_uncalibrated" in predictions.columns else None)
+                before_update = (_column(predictions, f"{name}_before_update", part)  # an updated model folder's
+                                 if f"{name}_before_update" in predictions.columns else None)
                 entry["cohorts"][label] = binary_cohort(
-                    y, scores, n_bootstrap, seed, uncalibrated=uncalibrated,
+                    y, scores, n_bootstrap, seed, uncalibrated=uncalibrated, before_update=before_update,
                     risk_cutoffs=(binary_cutoffs or {}).get(name),
                     risk_score=uncalibrated if uncalibrated is not None else scores[MODEL])
             else:
@@ -133,7 +152,9 @@ def evaluate_cohort(predictions: pd.DataFrame, table: pd.DataFrame, spec: Datase
 
 def _multivariable(predictions: pd.DataFrame, table: pd.DataFrame, spec: DatasetSpec, name: str,
                    cases: pd.Index) -> dict[str, Any] | None:
-    """The model score (per standard deviation) with the dataset's clinical variables."""
+    """The model score (per standard deviation) with the dataset's clinical variables: maximum
+    likelihood, or Firth's penalised likelihood where the data separate (``method``,
+    ``estimation`` and ``separation`` say which and why)."""
     declared = spec.endpoints[name]
     score = pd.Series(_column(predictions, score_column(spec, name), cases), index=cases)
     sd = float(score.std())
@@ -143,24 +164,38 @@ def _multivariable(predictions: pd.DataFrame, table: pd.DataFrame, spec: Dataset
     covariates = table[[f for f in spec.clinical_features if f in table.columns]].copy()
     covariates = covariates.loc[:, covariates.notna().any()]
     try:
-        with warnings.catch_warnings(record=True) as caught:  # kept in the result, not printed
-            warnings.simplefilter("always")
+        with warnings.catch_warnings():  # the fits keep their own warnings in the result; none is printed
+            warnings.simplefilter("ignore")
             result, ratio = _fit_multivariable(table, declared, name, score, covariates)
-    except Exception as exc:  # noqa: BLE001 - a separation or a singular design must not stop the report
+    except Exception as exc:  # noqa: BLE001 - a singular design must not stop the report
         return {"reason": f"{type(exc).__name__}: {exc}"}
     rows = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
             for row in result.table.to_dict(orient="records")]
-    messages = sorted({str(w.message).split("\n")[0] for w in caught})
     out = {"rows": rows, "ratio_name": ratio, "n": int(result.n), "events": int(result.events),
-           "dropped": int(result.dropped), "warnings": messages}
-    extreme = [row["term"] for row in rows if row.get("ci_low") is None or row.get("ci_high") is None
-               or not 1 / UNSTABLE_RATIO < float(row[ratio]) < UNSTABLE_RATIO]
-    if extreme or any("converge" in m.lower() or "separation" in m.lower() for m in messages):
-        out["unstable"] = (f"the fit is not reliable ({int(result.events)} events for {len(rows)} terms"
-                           + (f"; ratios beyond 1e4 or without a CI for {extreme}" if extreme else "")
-                           + (f"; {messages[0]}" if messages else "") + "): quasi-separation in a small cohort; "
-                           "the estimates are not interpretable")
+           "dropped": int(result.dropped), "warnings": list(result.warnings), "method": result.method,
+           "estimation": result.estimation}
+    if result.separation is not None:
+        out["separation"] = result.separation
+    unstable = _unstable(rows, ratio, result)
+    if unstable:
+        out["unstable"] = (f"the {'Firth ' if result.method == FIRTH else ''}fit is not reliable "
+                           f"({int(result.events)} events for {len(rows)} terms; {unstable}): the estimates are not "
+                           "interpretable")
     return out
+
+
+def _unstable(rows: list[dict[str, Any]], ratio: str, result: Any) -> str | None:
+    """Why the reported fit (maximum likelihood kept, or Firth's) is still not a usable estimate:
+    a ratio beyond ``UNSTABLE_RATIO`` or without a CI, a fit that did not converge, or a warning
+    about convergence or separation."""
+    extreme = [row["term"] for row in rows if row.get("ci_low") is None or row.get("ci_high") is None
+               or row.get(ratio) is None or not 1 / UNSTABLE_RATIO < float(row[ratio]) < UNSTABLE_RATIO]
+    signs = [] if result.method == FIRTH else [m for m in result.warnings  # Firth's: the fit's own flag
+                                               if "converge" in m.lower() or "separation" in m.lower()]
+    reasons = ([f"ratios beyond 1e4 or without a CI for {extreme}"] if extreme else []) + signs[:1]
+    if not result.converged and not signs:
+        reasons.append("the fit did not converge")
+    return "; ".join(reasons) or None
 
 
 def _fit_multivariable(table: pd.DataFrame, declared: Any, name: str, score: pd.Series, covariates: pd.DataFrame):

@@ -2,10 +2,11 @@
 
 ``binary_cohort`` and ``survival_cohort`` return JSON-safe dicts (the entries of
 ``metrics.json``, schema in documentation/evaluation.md) built from the numerics of
-:mod:`~glmil_auto.evaluation.metrics.binary_metrics`, :mod:`~glmil_auto.evaluation.metrics.delong` and
-:mod:`~glmil_auto.evaluation.metrics.survival_metrics`. A number that cannot be computed on a cohort
-(one class only, too few events, a horizon beyond follow-up) is ``None`` with a reason, never an
-exception: a small per-centre cohort must not stop the report of the others.
+:mod:`~glmil_auto.evaluation.metrics.binary_metrics`, :mod:`~glmil_auto.evaluation.metrics.calibration`,
+:mod:`~glmil_auto.evaluation.metrics.delong` and :mod:`~glmil_auto.evaluation.metrics.survival_metrics`.
+A number that cannot be computed on a cohort (one class only, too few events, a horizon beyond
+follow-up) is ``None`` with a reason, never an exception: a small per-centre cohort must not stop
+the report of the others.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_curve
 
-from glmil_auto.evaluation.metrics import binary_metrics, survival_metrics
+from glmil_auto.evaluation.metrics import binary_metrics, calibration, survival_metrics
 from glmil_auto.evaluation.metrics.delong import delong_test
 from glmil_auto.inference.risk_groups import RISK_GROUP_NAMES, assign_risk_groups
 
@@ -45,15 +46,19 @@ def _is_probability(values: np.ndarray) -> bool:
 
 
 # ------------------------------------------------------------------------------------------ binary
+#: The model's probabilities at earlier stages, each evaluated for calibration beside the final one:
+#: ``uncalibrated`` before the out-of-fold recalibration, ``before_update`` before a model update.
+MODEL_VARIANTS = {"uncalibrated": "uncalibrated", "before_update": "before update"}
+_CALIBRATION_KEYS = ("calibration", "ici", "e50", "e90", "emax", "ece")
+
+
 def binary_score_metrics(y: np.ndarray, p: np.ndarray, n_bootstrap: int, seed: int) -> dict[str, Any]:
-    """AUC [CI], AUPRC, Brier, calibration and the ROC curve of one score (Brier and calibration
-    only for probabilities)."""
+    """AUC [CI], AUPRC, Brier and the ROC curve of one score (Brier only for probabilities); the
+    calibration numbers come from :func:`calibration_entries`."""
     out: dict[str, Any] = {}
     out["auc"], out["auc_reason"] = _safe(lambda: binary_metrics.auc_with_ci(y, p, n_bootstrap, seed))
     out["auprc"], _ = _safe(lambda: binary_metrics.auprc(y, p))
-    probability = _is_probability(p)
-    out["brier"] = _safe(lambda: binary_metrics.brier(y, p))[0] if probability else None
-    out["calibration"] = _safe(lambda: binary_metrics.calibration_intercept_slope(y, p))[0] if probability else None
+    out["brier"] = _safe(lambda: binary_metrics.brier(y, p))[0] if _is_probability(p) else None
     known = np.isfinite(y) & np.isfinite(p)
     if known.any() and len(set(y[known])) == 2:
         fpr, tpr, _ = roc_curve(y[known], p[known])
@@ -63,36 +68,75 @@ def binary_score_metrics(y: np.ndarray, p: np.ndarray, n_bootstrap: int, seed: i
     return out
 
 
+def calibration_entries(y: np.ndarray, p: np.ndarray, n_bootstrap: int, seed: int
+                        ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The calibration numbers of one probability and its calibration plot's data.
+
+    Returns ``(numbers, curve)``: ``numbers`` has ``calibration`` (intercept and slope with CIs),
+    ``ici``, ``e50``, ``e90``, ``emax`` (each ``{"estimate", "ci_low", "ci_high"}``, LOESS as
+    Austin & Steyerberg 2019, :mod:`~glmil_auto.evaluation.metrics.calibration`), ``ece``
+    (``{"estimate", "n_bins", "binning"}``, secondary) and ``calibration_reason`` when the smoothed
+    curve cannot be computed; ``curve`` is
+    :func:`~glmil_auto.evaluation.metrics.calibration.calibration_curve_data`'s dict, or None.
+    A score that is no probability gets ``None`` everywhere."""
+    numbers: dict[str, Any] = dict.fromkeys(_CALIBRATION_KEYS)
+    if not _is_probability(p):
+        return numbers, None
+    numbers["calibration"] = _safe(lambda: binary_metrics.calibration_intercept_slope(y, p))[0]
+    assessment, numbers["calibration_reason"] = _safe(
+        lambda: calibration.calibration_assessment(y, p, n_bootstrap, seed))
+    if assessment is not None:
+        numbers.update({k: assessment["errors"][k] for k in ("ici", "e50", "e90", "emax")})
+    ece, _ = _safe(lambda: calibration.expected_calibration_error(y, p))
+    numbers["ece"] = None if ece is None else {"estimate": ece, "n_bins": calibration.ECE_BINS,
+                                               "binning": "equal-mass (quantiles of p)"}
+    return numbers, None if assessment is None else assessment["curve"]
+
+
 def binary_cohort(y: np.ndarray, scores: Mapping[str, np.ndarray], n_bootstrap: int = 1000, seed: int = 0,
                   uncalibrated: np.ndarray | None = None, risk_cutoffs: Sequence[float] | None = None,
-                  risk_score: np.ndarray | None = None) -> dict[str, Any]:
+                  risk_score: np.ndarray | None = None, before_update: np.ndarray | None = None) -> dict[str, Any]:
     """One binary endpoint on one cohort. ``scores``: the model (key :data:`MODEL`) and each
     baseline, aligned with ``y`` (NaN = no prediction). ``uncalibrated``: the model's probabilities
-    before recalibration (calibration before and after). ``risk_cutoffs`` on ``risk_score``
-    (default: the model's score): the risk groups learnt on the training cohort."""
+    before the out-of-fold recalibration; ``before_update``: before a model update (the
+    ``<endpoint>_before_update`` column); each gets its calibration numbers under
+    ``scores["model"][variant]`` (and ``calibration_<variant>``, intercept and slope) and a curve
+    ``"model (<variant>)"`` in ``calibration_curve``, so that the plot shows before and after.
+    ``risk_cutoffs`` on ``risk_score`` (default: the model's score): the risk groups learnt on the
+    training cohort."""
     y = np.asarray(y, dtype=float)
     model = np.asarray(scores[MODEL], dtype=float)
     known = np.isfinite(y) & np.isfinite(model)
-    entry: dict[str, Any] = {"n": int(known.sum()), "events": int(y[known].sum()), "scores": {}, "comparisons": []}
+    entry: dict[str, Any] = {"n": int(known.sum()), "events": int(y[known].sum()), "scores": {}, "comparisons": [],
+                             "calibration_curve": {}}
     for name, values in scores.items():
-        entry["scores"][name] = binary_score_metrics(y, np.asarray(values, dtype=float), n_bootstrap, seed)
-    if uncalibrated is not None:
-        entry["scores"][MODEL]["calibration_uncalibrated"] = _safe(
-            lambda: binary_metrics.calibration_intercept_slope(y, np.asarray(uncalibrated, dtype=float)))[0]
+        p = np.asarray(values, dtype=float)
+        entry["scores"][name] = binary_score_metrics(y, p, n_bootstrap, seed)
+        numbers, curve = calibration_entries(y, p, n_bootstrap, seed)
+        entry["scores"][name].update(numbers)
+        if curve is not None:
+            entry["calibration_curve"][name] = curve
+    variants = {"uncalibrated": uncalibrated, "before_update": before_update}
+    for variant, values in variants.items():
+        if values is None:
+            continue
+        values = np.asarray(values, dtype=float)
+        if np.array_equal(values, model, equal_nan=True):  # e.g. --cv: nothing was recalibrated
+            numbers, curve = {k: entry["scores"][MODEL].get(k) for k in _CALIBRATION_KEYS}, None
+        else:
+            numbers, curve = calibration_entries(y, values, n_bootstrap, seed)
+        entry["scores"][MODEL][variant] = numbers
+        entry["scores"][MODEL][f"calibration_{variant}"] = numbers["calibration"]
+        if curve is not None:
+            entry["calibration_curve"][f"{MODEL} ({MODEL_VARIANTS[variant]})"] = curve
     for name, values in scores.items():
         if name == MODEL:
             continue
         test, reason = _safe(lambda: delong_test(y, model, np.asarray(values, dtype=float)))
         entry["comparisons"].append({"baseline": name, **(test or {"reason": reason})})
-    curves = {name: values for name, values in scores.items() if _is_probability(np.asarray(values, dtype=float))}
-    if uncalibrated is not None:
-        curves[f"{MODEL} (uncalibrated)"] = np.asarray(uncalibrated, dtype=float)
-    entry["calibration_curve"] = {}
-    for name, values in curves.items():
-        points, _ = _safe(lambda: binary_metrics.calibration_curve_points(y, values))
-        if points is not None:
-            entry["calibration_curve"][name] = _records(points)
-    entry["decision_curve"] = _decision_curve(y, {n: v for n, v in curves.items() if n != f"{MODEL} (uncalibrated)"})
+    probabilities = {name: np.asarray(values, dtype=float) for name, values in scores.items()
+                     if _is_probability(np.asarray(values, dtype=float))}
+    entry["decision_curve"] = _decision_curve(y, probabilities)
     entry["risk_groups"] = _binary_risk_groups(y, model if risk_score is None else np.asarray(risk_score, float),
                                                risk_cutoffs)
     return entry

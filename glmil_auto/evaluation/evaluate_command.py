@@ -1,14 +1,19 @@
 """``glmil_evaluate``: the results section of a clinical paper from the predictions.
 
     glmil_evaluate -d DATASET -i OUT_OF_glmil_predict/predictions.csv [-c clinical.csv] [-o OUT]
-                   [--baseline NAME=scores.csv ...] [--by GROUP_COLUMN] [--horizons 12 24]
+                   [--baseline NAME=scores.csv ...] [--by GROUP_COLUMN] [--horizons 12 24] [--strict]
     glmil_evaluate -d DATASET -tr TRAINER [-p PLANS] --cv -o OUT      (the folds' out-of-fold predictions)
 
 Writes ``OUT/metrics.json`` (every number, documentation/evaluation.md), ``OUT/report.html``
 (self-contained, plots embedded) and prints a summary; ``OUT`` defaults to ``evaluation/`` beside
 the predictions. ``glmil_evaluate_predictions`` is the same command under its old name
 (:mod:`glmil_auto.evaluation.entry_points`). Exit status 0 when written, 2 when the
-inputs cannot be evaluated (the message says why).
+inputs cannot be evaluated (the message says why; nothing is written then).
+
+The model's outputs are checked cell by cell: a probability outside [0, 1], a non-finite risk
+score or an empty cell is an error naming the case and the column. Predictions whose case is not
+in the clinical table and expected cases without a prediction are left out, printed as warnings
+and counted in ``metrics["inputs"]``; ``--strict`` makes them errors.
 """
 
 from __future__ import annotations
@@ -42,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
                                               "(default: the dataset's group_column; with --cv: the fold)")
     p.add_argument("--horizons", nargs="+", type=float, default=[12.0, 24.0],
                    help="survival horizons, in the unit of the time column (default: %(default)s)")
+    p.add_argument("--strict", action="store_true",
+                   help="stop (exit 2) when a prediction's case is not in the clinical table or an expected case "
+                        "(a clinical case with a known outcome; with --cv: of the evaluated folds' validation cases) "
+                        "has no prediction; without it they are reported and left out")
     p.add_argument("--n_bootstrap", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no_progress", action="store_true")
@@ -72,6 +81,8 @@ def evaluate_entry(argv: list[str] | None = None) -> int:
         metrics = run_evaluation(args, [PROG, *argv])
     except (DatasetNotFoundError, DatasetError, PredictionEvaluationError, FileNotFoundError) as exc:
         return _fail(str(exc))
+    for line in metrics.get("inputs", {}).get("messages", []):
+        print(f"{PROG}: warning: {line}", file=sys.stderr)
     print(format_summary(metrics))
     print(f"wrote {args.output / 'metrics.json'}")
     if metrics.get("report"):
@@ -86,7 +97,7 @@ def run_evaluation(args: argparse.Namespace, command: list[str]) -> dict[str, An
     from glmil_auto.dataset.clinical_table import read_clinical_table
     from glmil_auto.dataset.raw_dataset import RawDataset
     from glmil_auto.evaluation import evaluation_inputs as inputs
-    from glmil_auto.evaluation.cohort_evaluation import evaluate_cohort
+    from glmil_auto.evaluation.cohort_evaluation import cohorts, evaluate_cohort
     from glmil_auto.evaluation.prediction_metrics import PredictionEvaluationError, read_predictions
     from glmil_auto.inference.model_folder import model_folder_for
     from glmil_auto.utilities.atomic_files import write_json_atomic
@@ -98,7 +109,13 @@ def run_evaluation(args: argparse.Namespace, command: list[str]) -> dict[str, An
     if args.cv:
         model_folder = model_folder_for(args.dataset, args.trainer, args.plans)
         predictions = inputs.cross_validation_predictions(model_folder, spec)
+        try:
+            predictions = inputs.checked_outputs(predictions, spec)
+        except PredictionEvaluationError as exc:
+            raise PredictionEvaluationError(f"the out-of-fold predictions of {model_folder}: {exc}") from None
         table, clinical_path = train_table, layout.clinical_file(dataset.folder, "Tr")
+        coverage = _coverage(predictions, table, spec, inputs.cross_validation_expected_cases(model_folder, dataset),
+                             [], Path(clinical_path), args.strict)
         documents = {}
         groups = predictions["fold"] if args.by is None else None
         baselines = inputs.read_baseline_arguments(args.baseline, spec)
@@ -108,9 +125,11 @@ def run_evaluation(args: argparse.Namespace, command: list[str]) -> dict[str, An
         except (OSError, ValueError, KeyError) as exc:
             baselines_info[inputs.CLINICAL_MODEL] = f"skipped: {exc}"
     else:
-        predictions = inputs.indexed_scores(read_predictions(args.input), spec, str(args.input))
+        predictions = inputs.model_predictions(read_predictions(args.input), spec, str(args.input))
         clinical_path = args.clinical or layout.clinical_file(dataset.folder, "Ts")
         table = read_clinical_table(clinical_path, spec, expected_cases=None, require_endpoints=False)
+        coverage = _coverage(predictions, table, spec, None, inputs.failed_cases(args.input.parent),
+                             Path(clinical_path), args.strict)
         model_folder = inputs.model_folder_of(args.input.parent)
         groups = None
         baselines = inputs.read_baseline_arguments(args.baseline, spec)
@@ -126,7 +145,10 @@ def run_evaluation(args: argparse.Namespace, command: list[str]) -> dict[str, An
         groups = table[by]
     evaluated = table.index[table.index.isin(predictions.index)]
     if len(evaluated) == 0:
-        raise PredictionEvaluationError(f"no case of {clinical_path} has a prediction")
+        unmatched = coverage["unmatched_predictions"]
+        raise PredictionEvaluationError(f"no case of {clinical_path} has a prediction "
+                                        + (f"(none of the {unmatched['count']} predicted case ids is in it; first: "
+                                           f"{unmatched['first']})" if unmatched["count"] else "(no prediction rows)"))
     starting_point = inputs.starting_point_baseline(predictions, spec)
     if starting_point is not None:  # what the network started from: it must not score below it
         baselines[inputs.STARTING_POINT] = starting_point
@@ -138,7 +160,7 @@ def run_evaluation(args: argparse.Namespace, command: list[str]) -> dict[str, An
     cutoffs = (inputs.binary_cutoffs(inputs.oof_tables(model_folder), [n for n, e in spec.endpoints.items()
                                                                        if e.type == "binary"])
                if model_folder is not None else {})
-    n_groups = 1 + (0 if groups is None else groups.reindex(evaluated).dropna().astype(str).nunique())
+    n_groups = len(cohorts(evaluated, groups))
     bar = tqdm(total=len(spec.endpoints) * n_groups, desc="evaluating (bootstrap)", unit="cohort",
                disable=args.no_progress)
     body = evaluate_cohort(predictions, table, spec, baselines, groups, train_survival, cutoffs, args.horizons,
@@ -152,12 +174,28 @@ def run_evaluation(args: argparse.Namespace, command: list[str]) -> dict[str, An
                "model_folder": None if model_folder is None else str(Path(model_folder).resolve()),
                "group_column": by if by is not None else ("fold" if args.cv else None),
                "horizons": list(args.horizons), "n_bootstrap": args.n_bootstrap, "seed": args.seed,
+               "inputs": coverage,
                "baselines": {**{name: "evaluated" for name in baselines}, **baselines_info}, **body,
                "shap": _shap(args, model_folder, documents, list(evaluated), list(spec.endpoints))}
     args.output.mkdir(parents=True, exist_ok=True)
     metrics["report"] = _write_report(metrics, args.output / "report.html")
     write_json_atomic(args.output / "metrics.json", metrics)
     return metrics
+
+
+def _coverage(predictions: pd.DataFrame, table: pd.DataFrame, spec: Any, expected: list[str] | None,
+              failed: list[str], clinical_path: Path, strict: bool) -> dict[str, Any]:
+    """``metrics["inputs"]``: unmatched and missing predictions (``evaluation_inputs.input_coverage``)
+    with the sentences printed as warnings; with ``strict`` any of them is the error."""
+    from glmil_auto.evaluation import evaluation_inputs as inputs
+    from glmil_auto.evaluation.prediction_metrics import PredictionEvaluationError, predicted_endpoints
+
+    coverage = inputs.input_coverage(predictions.index, table, spec, predicted_endpoints(predictions, spec),
+                                     expected, failed)
+    messages = inputs.coverage_messages(coverage, clinical_path.name)
+    if strict and messages:
+        raise PredictionEvaluationError("--strict: " + "; ".join(messages))
+    return {**coverage, "strict": strict, "messages": messages}
 
 
 def _automatic_baselines(spec, dataset, train_table, table, predictions, documents, model_folder,

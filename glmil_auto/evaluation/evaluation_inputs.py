@@ -24,7 +24,9 @@ import pandas as pd
 from glmil_auto.dataset.dataset_json import DatasetSpec
 from glmil_auto.evaluation.prediction_metrics import (
     PredictionEvaluationError,
+    checked_output_column,
     indexed_predictions,
+    model_output_columns,
     numeric_column,
     predicted_endpoints,
     prediction_column,
@@ -35,6 +37,7 @@ CLINICAL_MODEL = "clinical model"
 TRUTH_CEILING = "truth (synthetic ceiling)"
 STARTING_POINT = "starting point (radiomics)"
 STARTING_POINT_SUFFIX = "_starting_point"
+FIRST_IDS = 5  # case ids listed in a report of unmatched or missing predictions
 
 
 def indexed_scores(frame: pd.DataFrame, spec: DatasetSpec, source: str) -> pd.DataFrame:
@@ -49,6 +52,96 @@ def indexed_scores(frame: pd.DataFrame, spec: DatasetSpec, source: str) -> pd.Da
         return indexed
     except PredictionEvaluationError as exc:
         raise PredictionEvaluationError(f"{source}: {exc}") from None
+
+
+def checked_outputs(predictions: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
+    """The predictions (indexed by case id) with every model output as checked numbers
+    (:func:`~glmil_auto.evaluation.prediction_metrics.checked_output_column`): a probability outside
+    [0, 1], a non-finite risk score or an empty cell is an error naming the case and the column."""
+    out = predictions.copy()
+    endpoints = predicted_endpoints(out, spec)
+    for column, probability in model_output_columns(list(out.columns), spec, endpoints).items():
+        out[column] = checked_output_column(out[column], column, probability)
+    return out
+
+
+def model_predictions(frame: pd.DataFrame, spec: DatasetSpec, source: str) -> pd.DataFrame:
+    """``glmil_predict``'s table indexed by case id, every model output checked; errors name
+    ``source``. (Baseline tables go through :func:`indexed_scores`, where a missing score only
+    leaves that case out of that baseline.)"""
+    try:
+        return checked_outputs(indexed_predictions(frame, spec), spec)
+    except PredictionEvaluationError as exc:
+        raise PredictionEvaluationError(f"{source}: {exc}") from None
+
+
+def known_outcome(table: pd.DataFrame, spec: DatasetSpec, endpoints: Sequence[str]) -> pd.Series:
+    """Per case of ``table``: whether any of ``endpoints`` has a known outcome (binary: the label;
+    survival: time and event)."""
+    known = pd.Series(False, index=table.index)
+    for name in endpoints:
+        declared = spec.endpoints[name]
+        columns = [name] if declared.type == "binary" else [declared.time, declared.event]
+        if all(c in table.columns for c in columns):
+            known |= pd.concat([pd.to_numeric(table[c], errors="coerce").notna() for c in columns], axis=1).all(axis=1)
+    return known
+
+
+def _ids(cases: Sequence[str]) -> dict[str, Any]:
+    return {"count": len(cases), "first": [str(c) for c in list(cases)[:FIRST_IDS]]}
+
+
+def input_coverage(predicted: pd.Index, table: pd.DataFrame, spec: DatasetSpec, endpoints: Sequence[str],
+                   expected: Sequence[str] | None = None, failed: Sequence[str] = ()) -> dict[str, Any]:
+    """``metrics["inputs"]``: which predictions and which clinical cases are left out.
+
+    - ``unmatched_predictions``: predicted cases that are not in the clinical table;
+    - ``missing_predictions``: expected cases without a prediction. Expected are the cases of the
+      clinical table (with ``expected``: only those of it, e.g. the validation cases of the folds
+      evaluated with ``--cv``) that have a known outcome for a predicted endpoint; a case without
+      any known outcome could not enter any number. ``failed_in_prediction`` counts those of them
+      that ``glmil_predict`` listed in ``failed_cases.json`` (``failed``).
+
+    Each holds ``count`` and the ``first`` few ids, in the tables' order."""
+    table_ids = pd.Index(table.index.astype(str))
+    unmatched = [c for c in predicted.astype(str) if c not in set(table_ids)]
+    candidates = table_ids if expected is None else table_ids[table_ids.isin([str(c) for c in expected])]
+    known = known_outcome(table.set_axis(table_ids, axis=0).loc[candidates], spec, endpoints)
+    have = set(predicted.astype(str))
+    missing = [c for c in candidates[known.to_numpy()] if c not in have]
+    out = {"unmatched_predictions": _ids(unmatched), "missing_predictions": _ids(missing)}
+    failed_ids = set(str(c) for c in failed)
+    if failed_ids:
+        out["missing_predictions"]["failed_in_prediction"] = sum(c in failed_ids for c in missing)
+    return out
+
+
+def coverage_messages(coverage: dict[str, Any], clinical_name: str) -> list[str]:
+    """One sentence per non-empty part of :func:`input_coverage` (warnings, or with ``--strict``
+    the error)."""
+    lines = []
+    unmatched, missing = coverage["unmatched_predictions"], coverage["missing_predictions"]
+    if unmatched["count"]:
+        lines.append(f"{unmatched['count']} prediction(s) for cases that are not in {clinical_name}, not evaluated "
+                     f"(first: {unmatched['first']})")
+    if missing["count"]:
+        failed = missing.get("failed_in_prediction")
+        lines.append(f"{missing['count']} case(s) of {clinical_name} with a known outcome have no prediction, not "
+                     f"evaluated (first: {missing['first']})"
+                     + (f"; {failed} of them failed in glmil_predict (failed_cases.json)" if failed else ""))
+    return lines
+
+
+def failed_cases(predictions_folder: Path) -> list[str]:
+    """The cases that ``glmil_predict`` listed in ``failed_cases.json`` beside the predictions."""
+    path = Path(predictions_folder) / "failed_cases.json"
+    if not path.is_file():
+        return []
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [str(c) for c in content] if isinstance(content, (dict, list)) else []
 
 
 def starting_point_baseline(predictions: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame | None:
@@ -181,6 +274,29 @@ def clinical_model_baseline(spec: DatasetSpec, plans: dict[str, Any], train_tabl
     return frame
 
 
+def cross_validation_splits(model_folder: Path, dataset: Any) -> list[dict[str, list[str]]]:
+    """The folds of the model folder (its ``splits.json``: random or by centre), else the
+    preprocessed dataset's ``splits_final.json``."""
+    from glmil_auto.paths import preprocessed_folder
+    from glmil_auto.training.dataloading.splits import SPLITS_FILE
+
+    recorded = Path(model_folder) / "splits.json"
+    if recorded.is_file():
+        return json.loads(recorded.read_text(encoding="utf-8"))["splits"]
+    return json.loads((preprocessed_folder() / dataset.name / SPLITS_FILE).read_text(encoding="utf-8"))
+
+
+def cross_validation_expected_cases(model_folder: Path, dataset: Any) -> list[str] | None:
+    """The validation cases of the folds that have out-of-fold predictions: the cases ``--cv``
+    should find predictions for; None when the splits cannot be read (then every case of the
+    training table with a known outcome is expected)."""
+    try:
+        splits = cross_validation_splits(model_folder, dataset)
+        return [str(c) for fold in oof_tables(model_folder) for c in splits[int(fold)]["val"]]
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
 def cross_validation_clinical_baseline(spec: DatasetSpec, dataset: Any, model_folder: Path,
                                        train_table: pd.DataFrame) -> pd.DataFrame:
     """The clinical model in cross-validation: per fold of ``splits_final.json``, fitted on the fold's
@@ -188,14 +304,10 @@ def cross_validation_clinical_baseline(spec: DatasetSpec, dataset: Any, model_fo
     predictions. Survival linear predictors are standardised per fold, as the model's risks are."""
     from glmil_auto.paths import preprocessed_folder
     from glmil_auto.preprocessing.storage import load_properties
-    from glmil_auto.training.dataloading.splits import SPLITS_FILE
 
     plans = json.loads((Path(model_folder) / "plans.json").read_text(encoding="utf-8"))
-    folder = preprocessed_folder() / dataset.name
-    recorded = Path(model_folder) / "splits.json"  # the folds of this model folder (random or centre)
-    splits = (json.loads(recorded.read_text(encoding="utf-8"))["splits"] if recorded.is_file()
-              else json.loads((folder / SPLITS_FILE).read_text(encoding="utf-8")))
-    properties_folder = folder / plans["plans_name"] / "Tr"
+    splits = cross_validation_splits(model_folder, dataset)
+    properties_folder = preprocessed_folder() / dataset.name / plans["plans_name"] / "Tr"
     table = train_table.set_axis(pd.Index(train_table.index.astype(str)), axis=0)
     frames = []
     for fold in oof_tables(model_folder):

@@ -11,7 +11,9 @@ faster than calling them 1000 times.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -63,8 +65,9 @@ def _case_column(predictions: pd.DataFrame, spec: DatasetSpec) -> str:
     )
 
 
-def numeric_column(values: pd.Series, column: str) -> np.ndarray:
-    """float64 with NaN for missing cells; raises naming the column and the first bad cells."""
+def _parsed_numbers(values: pd.Series, column: str) -> np.ndarray:
+    """float64 with NaN for missing cells (empty, ``NA``, ``nan``...) and infinities kept; raises
+    naming the column and the first cells that are not numbers."""
     if pd.api.types.is_numeric_dtype(values):
         return values.to_numpy(dtype=float)
     text = values.astype(str).str.strip()
@@ -74,9 +77,54 @@ def numeric_column(values: pd.Series, column: str) -> np.ndarray:
     if bad.any():
         examples = ", ".join(f"{i}: {v!r}" for i, v in list(text[bad].items())[:3])
         raise PredictionEvaluationError(f"column '{column}' holds values that are not numbers ({examples})")
-    out = parsed.to_numpy(dtype=float)
+    return parsed.to_numpy(dtype=float)
+
+
+def numeric_column(values: pd.Series, column: str) -> np.ndarray:
+    """float64 with NaN for missing (and infinite) cells; raises naming the column and the first
+    bad cells. For baseline tables, where a missing score only leaves that case out of that
+    baseline; the model's own outputs go through :func:`checked_output_column`."""
+    out = _parsed_numbers(values, column)
     out[~np.isfinite(out)] = np.nan
     return out
+
+
+def invalid_output_cells(values: np.ndarray, probability: bool) -> np.ndarray:
+    """Where a model output cannot be evaluated: not finite (a missing cell is NaN), or, for a
+    probability, outside [0, 1]."""
+    values = np.asarray(values, dtype=float)
+    bad = ~np.isfinite(values)
+    if probability:
+        bad |= np.isfinite(values) & ((values < 0.0) | (values > 1.0))
+    return bad
+
+
+def _cell_problem(value: float, probability: bool) -> str:
+    if np.isnan(value):
+        return "empty (NaN)"
+    if not np.isfinite(value):
+        return f"{value} is not finite"
+    return f"{value:g} is not a probability in [0, 1]"
+
+
+def checked_output_column(values: pd.Series, column: str, probability: bool) -> np.ndarray:
+    """A column of the model's outputs as float64, every cell checked: a probability (``<endpoint>``,
+    ``<endpoint>_uncalibrated``, ``<endpoint>_starting_point``, ``<endpoint>_surv_<t>``) must lie in
+    [0, 1], a risk score must be finite, and no cell may be empty. ``glmil_predict`` writes a
+    number in every cell of a case it predicted, so an empty cell is an error, not a case to leave
+    out silently (a case without a prediction has no row). The error names the column, the first
+    bad case (the Series' index) and how many cells are bad, in one line."""
+    numbers = _parsed_numbers(values, column)
+    bad = invalid_output_cells(numbers, probability)
+    if not bad.any():
+        return numbers
+    cases = list(values.index[bad])
+    first = float(numbers[bad][0])
+    more = "" if len(cases) == 1 else f" ({len(cases)} cells of this column are bad: cases {cases[:5]})"
+    what = "probabilities in [0, 1]" if probability else "finite risk scores"
+    raise PredictionEvaluationError(
+        f"case '{cases[0]}', column '{column}': {_cell_problem(first, probability)}{more}; the column must hold "
+        f"{what} for every case (a case without a prediction has no row)")
 
 
 def predicted_endpoints(predictions: pd.DataFrame, spec: DatasetSpec) -> list[str]:
@@ -102,6 +150,24 @@ def predicted_endpoints(predictions: pd.DataFrame, spec: DatasetSpec) -> list[st
             f"found columns {list(predictions.columns)}"
         )
     return present
+
+
+def model_output_columns(columns: Sequence[str], spec: DatasetSpec, endpoints: Sequence[str]) -> dict[str, bool]:
+    """``column -> is a probability`` for the model's outputs among ``columns`` that the evaluation
+    reads: per binary endpoint ``<e>``, ``<e>_uncalibrated``, ``<e>_before_update`` (an updated
+    model folder's) and ``<e>_starting_point`` (probabilities); per survival endpoint ``<e>_risk`` and ``<e>_starting_point_risk`` (risk
+    scores) and ``<e>_surv_<t>`` (probabilities). ``<e>_risk_group`` is a label, not checked here."""
+    out: dict[str, bool] = {}
+    for name in endpoints:
+        if spec.endpoints[name].type == "binary":
+            candidates = {name: True, f"{name}_uncalibrated": True, f"{name}_before_update": True,
+                          f"{name}_starting_point": True}
+        else:
+            candidates = {name + RISK_SUFFIX: False, f"{name}_starting_point{RISK_SUFFIX}": False}
+            horizon = re.compile(re.escape(f"{name}_surv_") + r"[0-9.eE+-]+")  # horizon_label's <t>
+            candidates.update({c: True for c in columns if horizon.fullmatch(str(c)) and c not in spec.endpoints})
+        out.update({column: probability for column, probability in candidates.items() if column in columns})
+    return out
 
 
 def indexed_predictions(predictions: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:

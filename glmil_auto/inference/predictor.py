@@ -20,6 +20,10 @@ Outputs of :meth:`GLMILPredictor.predict_from_files` in ``OUT``:
   ``<endpoint>_risk``, ``<endpoint>_risk_group`` and ``<endpoint>_surv_<t>`` (survival
   probability at each horizon ``t``, :mod:`~glmil_auto.inference.survival_probabilities`) per
   survival endpoint;
+- from a model folder updated for a new centre (``glmil_recalibrate``, ``model_update.json``):
+  ``<endpoint>`` is the updated probability and ``<endpoint>_before_update`` the one before
+  (survival: ``<endpoint>_surv_<t>`` and ``<endpoint>_surv_<t>_before_update``); risks and risk
+  groups are unchanged (:mod:`~glmil_auto.inference.model_updating`);
 - ``<case>.json``: the same numbers, each fold's, the lesion table (world centroid in mm,
   volume, attention weight and leave-one-out contribution per endpoint and, for an ``any_lesion``
   endpoint, each lesion's own failure probability in the noisy-OR, ``lesion_probability``), the
@@ -69,6 +73,8 @@ from glmil_auto.dataset.safe_names import path_inside
 from glmil_auto.inference.case_reader import list_prediction_cases, read_prediction_case
 from glmil_auto.inference.clinical_inputs import ClinicalInputs
 from glmil_auto.inference.model_folder import DEFAULT_CHECKPOINT, ModelFolderError, open_model_folder
+from glmil_auto.inference.model_update_file import read_model_update, update_for_centre
+from glmil_auto.inference.model_updating import apply_binary_update
 from glmil_auto.inference.recalibration import apply_recalibration, fit_recalibration_maps, identity_maps
 from glmil_auto.inference.risk_groups import assign_risk_groups, fit_risk_scales, read_oof_tables
 from glmil_auto.model.shap_explanations import (
@@ -127,6 +133,7 @@ class CasePrediction:
     explanation: dict[str, Any] | None = None  # SHAP per endpoint (explain=True)
     harmonisation: dict[str, Any] | None = None  # the centre used and, per fold, what was done
     small_foci: dict[str, Any] | None = None  # the candidate foci above the folds' threshold (plans with small_foci)
+    model_update: dict[str, Any] | None = None  # which centre's update was applied (updated model folders)
 
     def to_json(self) -> dict[str, Any]:
         props = self.properties
@@ -139,6 +146,8 @@ class CasePrediction:
             content["harmonisation"] = self.harmonisation
         if self.small_foci is not None:
             content["small_foci"] = self.small_foci
+        if self.model_update is not None:
+            content["model_update"] = self.model_update
         if self.explanation is not None:
             content["explanation"] = self.explanation
         return content
@@ -203,7 +212,8 @@ class GLMILPredictor:
 
     def __init__(self, model_folder: str | Path, folds: Sequence[int | str] | None = None,
                  checkpoint_name: str = DEFAULT_CHECKPOINT, device: str | torch.device | None = None,
-                 use_tta: bool = True, horizons: Sequence[float] = DEFAULT_HORIZONS):
+                 use_tta: bool = True, horizons: Sequence[float] = DEFAULT_HORIZONS, record: bool = True):
+        self.record = record  # False: write nothing into the model folder (glmil_recalibrate reads a source)
         self.model = open_model_folder(model_folder, folds, checkpoint_name)
         self.plans, self.spec = self.model.plans, self.model.spec
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -225,6 +235,12 @@ class GLMILPredictor:
         if any(not np.isfinite(h) or h <= 0 for h in self.horizons):
             raise ValueError(f"survival horizons must be positive numbers, got {list(horizons)}")
         self.survival_models = self._survival_models()
+        self.update = read_model_update(self.model.path)
+        if self.update is not None and (self.update.get("folds") != self.model.folds
+                                        or self.update.get("checkpoint") != self.model.checkpoint_name):
+            logger.warning("%s's update was fitted on the predictions of folds %s (%s); predicting with folds %s (%s) "
+                           "gives other probabilities before the update", self.model.path, self.update.get("folds"),
+                           self.update.get("checkpoint"), self.model.folds, self.model.checkpoint_name)
         self.checkpoint_sha256 = {fold: file_sha256(self.model.checkpoint(fold)) for fold in self.model.folds}
         self._backgrounds: dict[str, ExplanationInputs] | None = None
 
@@ -261,6 +277,8 @@ class GLMILPredictor:
     def _store_with_model(self, path: Path, endpoints: dict[str, Any]) -> None:
         """Record what was fitted from the out-of-fold predictions in the model folder (a read-only
         copy of the folder still predicts: the record is for the user, prediction does not read it)."""
+        if not self.record:
+            return
         record = {"checkpoint": self.model.checkpoint_name, "folds": self.model.folds, "endpoints": endpoints}
         try:
             write_json_atomic(path, record)
@@ -375,6 +393,7 @@ class GLMILPredictor:
             "risk_scales_sha256": json_sha256(self.risk_scales),
             "recalibration_sha256": json_sha256(self.recalibration),
             "survival_horizons": self.horizons, "survival_models_sha256": json_sha256(self.survival_models),
+            "model_update_sha256": None if self.update is None else json_sha256(self.update),
             "clinical_sha256": None if clinical_file is None else file_sha256(clinical_file),
             "explain": bool(explain),
             "harmonise": bool(harmonise),
@@ -529,17 +548,42 @@ class GLMILPredictor:
             row[f"{name}_starting_point"] = float(starting_point[name])
         for name in self.survival:
             row[f"{name}_starting_point_risk"] = float(starting_point[name])
+        warnings = list(warnings)
+        update_used = self.apply_update(row, centre, warnings) if self.update is not None else None
         prediction = CasePrediction(case.case_id, row, per_fold,
                                     self._lesion_table(case, attention, contribution, lesion_probability),
-                                    {k: [float(x) for x in w] for k, w in gates.items()}, list(warnings),
+                                    {k: [float(x) for x in w] for k, w in gates.items()}, warnings,
                                     properties=case.properties,
                                     harmonisation={"centre": centre_label(centre), "folds": harmonisation},
-                                    small_foci=self.foci_summary(case))
+                                    small_foci=self.foci_summary(case), model_update=update_used)
         if gradcam_endpoints:
             prediction.gradcam = self.gradcam(case, batch, gradcam_endpoints, fold_batches)
         if explain:
             prediction.explanation = self.explain(batch, case.case_id, fold_batches)
         return prediction
+
+    def apply_update(self, row: dict[str, Any], centre: Any, warnings: list[str]) -> dict[str, Any]:
+        """Replace ``row``'s probabilities by the updated ones of the case's centre, keeping the
+        previous ones as ``*_before_update``; returns what was applied (for the case's JSON). A
+        centre without an update keeps its probabilities, with a warning."""
+        key, updates = update_for_centre(self.update, centre)
+        if updates is None:
+            warnings.append(f"no model update for centre {centre!r} (the update covers centres "
+                            f"{sorted(self.update['centres'])}): probabilities as before the update")
+        for name in self.binary:
+            row[f"{name}_before_update"] = row[name]
+            update = (updates or {}).get(name)
+            if update and update["method"] != "none":
+                row[name] = float(apply_binary_update(update, [row[name]])[0])
+        for name in self.survival:
+            update = (updates or {}).get(name)
+            columns = [f"{name}_surv_{horizon_label(h)}" for h in self.horizons]
+            for column in columns:
+                row[f"{column}_before_update"] = row[column]
+            if update and update["method"] != "none":
+                values = survival_probabilities(update, [row[f"{name}_risk"]], self.horizons)[0]
+                row.update({column: float(v) for column, v in zip(columns, values)})
+        return {"centre": key, "methods": {name: u["method"] for name, u in (updates or {}).items()}}
 
     def _lesion_table(self, case: PreprocessedCase, attention: dict[str, np.ndarray],
                       contribution: dict[str, np.ndarray], lesion_probability: dict[str, np.ndarray] | None = None
@@ -770,11 +814,13 @@ class GLMILPredictor:
 
     def prediction_columns(self) -> list[str]:
         columns = ["case_id"]
+        updated = self.update is not None
         for name in self.binary:
-            columns += [name, f"{name}_uncalibrated"]
+            columns += [name, f"{name}_uncalibrated"] + ([f"{name}_before_update"] if updated else [])
         for name in self.survival:
             columns += [f"{name}_risk", f"{name}_risk_group"]
             columns += [f"{name}_surv_{horizon_label(h)}" for h in self.horizons]
+            columns += [f"{name}_surv_{horizon_label(h)}_before_update" for h in self.horizons] if updated else []
         columns += [f"{name}_starting_point" for name in self.binary]
         columns += [f"{name}_starting_point_risk" for name in self.survival]
         return columns
@@ -798,5 +844,5 @@ class GLMILPredictor:
                 "test_time_mirroring": [[list(g), list(l)] for g, l in self.variants],
                 "images": str(images_folder), "masks": str(masks_folder),
                 "clinical": None if clinical_file is None else str(clinical_file), "save_gradcam": save_gradcam,
-                "risk_scales": self.risk_scales, "recalibration": self.recalibration,
+                "risk_scales": self.risk_scales, "recalibration": self.recalibration, "model_update": self.update,
                 "survival_horizons": self.horizons, "survival_models": self.survival_models, "torch": torch.__version__}

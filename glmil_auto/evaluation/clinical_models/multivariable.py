@@ -9,6 +9,14 @@ The score enters a logistic (``statsmodels`` Logit, maximum likelihood with an i
 hazard ratio with Wald 95 % CI and p-value, adjusted for the covariates, is the first row of the
 table.
 
+Where maximum likelihood has no finite estimate (``firth="auto"``, the default): logistic
+separation or Cox monotone likelihood, found by a linear program before the fit or by the fit's
+own signs (a PerfectSeparation error or warning, no convergence, a ratio beyond ``UNSTABLE_RATIO``
+or a missing standard error), the table holds Firth's penalised-likelihood estimates instead
+(:mod:`glmil_auto.evaluation.clinical_models.firth`: profile penalised-likelihood CIs, penalised
+likelihood-ratio p-values), and the result says so (``method``, ``estimation``, ``separation``).
+``firth="never"`` keeps the maximum-likelihood fit whatever it gives, ``"always"`` fits Firth's.
+
 Conventions:
 
 * ``y``, ``score``, ``time`` and ``event`` are matched to ``covariates`` by position; a pandas
@@ -25,15 +33,22 @@ Conventions:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
 LOGISTIC_COLUMNS = ["term", "odds_ratio", "ci_low", "ci_high", "p_value", "coefficient", "se"]
 COX_COLUMNS = ["term", "hazard_ratio", "ci_low", "ci_high", "p_value", "coefficient", "se"]
+UNSTABLE_RATIO = 1e4  # an odds or hazard ratio beyond 1e4 (or below 1e-4) signals (quasi-)separation
+MAXIMUM_LIKELIHOOD = "maximum likelihood"
+FIRTH = "firth"
+_FIRTH_CHOICES = ("auto", "always", "never")
+_DURATION, _EVENT = "__time__", "__event__"  # the lifelines frame's outcome columns
 
 
 @dataclass
@@ -45,7 +60,12 @@ class MultivariableResult:
     n: int
     events: int
     dropped: int
-    model: Any = None  # the fitted statsmodels results / lifelines CoxPHFitter
+    model: Any = None  # the fitted statsmodels results / lifelines CoxPHFitter (None for Firth's fit)
+    method: str = MAXIMUM_LIKELIHOOD  # or FIRTH
+    estimation: str = "maximum likelihood: Wald CIs and p-values"
+    separation: dict[str, Any] | None = None  # why Firth's fit replaced maximum likelihood
+    warnings: list[str] = field(default_factory=list)  # of the fit in the table
+    converged: bool = True
 
 
 def _aligned(values: Any, index: pd.Index, name: str) -> pd.Series:
@@ -101,17 +121,60 @@ def _prepare(outcomes: dict[str, Any], score: Any, covariates: pd.DataFrame,
     return frame.loc[complete], design, int((~complete).sum())
 
 
-def multivariable_logistic(y: Any, score: Any, covariates: pd.DataFrame, score_name: str = "model score",
-                           alpha: float = 0.05) -> MultivariableResult:
-    """Logistic regression of the binary ``y`` (0/1) on the score and the covariates (statsmodels
-    Logit with an intercept). Table: odds ratio exp(coef) with its Wald (1 - alpha) CI, p-value,
-    coefficient and standard error per term, the score first."""
+def _messages(caught: list[warnings.WarningMessage]) -> list[str]:
+    return sorted({str(w.message).split("\n")[0] for w in caught})
+
+
+def divergence(table: pd.DataFrame, ratio_column: str, messages: list[str]) -> str | None:
+    """Why a maximum-likelihood table is not a finite estimate (None when it is): a ratio beyond
+    ``UNSTABLE_RATIO``, a missing standard error, or a fitting warning about convergence,
+    separation or a singular information matrix."""
+    ratio = table[ratio_column].to_numpy(dtype=float)
+    extreme = [str(t) for t, r, se in zip(table["term"], ratio, table["se"].to_numpy(dtype=float))
+               if not (math.isfinite(se) and 1 / UNSTABLE_RATIO < r < UNSTABLE_RATIO)]
+    signs = [m for m in messages if any(word in m.lower() for word in ("converge", "separation", "singular",
+                                                                        "hessian", "invert"))]
+    if not extreme and not signs:
+        return None
+    return "; ".join(([f"ratios beyond {UNSTABLE_RATIO:g} or without a standard error for {extreme}"] if extreme else [])
+                     + signs[:1])
+
+
+def _maximum_likelihood(fit: Callable[[], tuple[pd.DataFrame, Any]], ratio_column: str, firth: str
+                        ) -> tuple[pd.DataFrame | None, Any, list[str], str | None]:
+    """(table, fitted model, warnings, why it is not a finite estimate) of a maximum-likelihood fit;
+    with ``firth="auto"`` a failing fit gives (None, None, warnings, why) instead of raising."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            table, model = fit()
+        except Exception as exc:  # noqa: BLE001 - separation, a singular design: Firth's fit may still work
+            if firth != "auto":
+                raise
+            return None, None, _messages(caught), f"the maximum-likelihood fit failed ({type(exc).__name__}: {exc})"
+    messages = _messages(caught)
+    return table, model, messages, divergence(table, ratio_column, messages)
+
+
+def _firth_table(terms: list[str], ratio_column: str, fit: Any) -> pd.DataFrame:
+    return pd.DataFrame({"term": terms, ratio_column: np.exp(fit.coefficient), "ci_low": np.exp(fit.ci_low),
+                         "ci_high": np.exp(fit.ci_high), "p_value": fit.p_value, "coefficient": fit.coefficient,
+                         "se": fit.se})
+
+
+def _check_firth(firth: str) -> None:
+    if firth not in _FIRTH_CHOICES:
+        raise ValueError(f"firth must be one of {_FIRTH_CHOICES}, got {firth!r}")
+
+
+def _separation(terms: list[str], reason: str | None, ml_warnings: list[str]) -> dict[str, Any]:
+    return {"detected_by": "linear program" if terms else "maximum-likelihood fit", "terms": terms,
+            "reason": reason, "maximum_likelihood_warnings": ml_warnings}
+
+
+def _logistic_table(target: np.ndarray, design: pd.DataFrame, alpha: float) -> tuple[pd.DataFrame, Any]:
     import statsmodels.api as sm
 
-    outcome, design, dropped = _prepare({"y": y}, score, covariates, score_name)
-    target = outcome["y"].to_numpy()
-    if not np.isin(target, (0.0, 1.0)).all():
-        raise ValueError("y must hold 0/1 values (or missing)")
     fit = sm.Logit(target, sm.add_constant(design, has_constant="add")).fit(disp=0)
     intervals = fit.conf_int(alpha=alpha)
     terms = list(design.columns)
@@ -124,28 +187,44 @@ def multivariable_logistic(y: Any, score: Any, covariates: pd.DataFrame, score_n
         "coefficient": fit.params[terms].to_numpy(),
         "se": fit.bse[terms].to_numpy(),
     })
-    return MultivariableResult(table[LOGISTIC_COLUMNS], len(target), int(target.sum()), dropped, fit)
+    return table[LOGISTIC_COLUMNS], fit
 
 
-def multivariable_cox(time: Any, event: Any, score: Any, covariates: pd.DataFrame, score_name: str = "model score",
-                      alpha: float = 0.05) -> MultivariableResult:
-    """Cox regression (lifelines CoxPHFitter, no penalty) of (``time`` > 0, ``event`` 0/1) on the
-    score and the covariates. Table: hazard ratio exp(coef) with its Wald (1 - alpha) CI, p-value,
-    coefficient and standard error per term, the score first."""
+def multivariable_logistic(y: Any, score: Any, covariates: pd.DataFrame, score_name: str = "model score",
+                           alpha: float = 0.05, firth: str = "auto") -> MultivariableResult:
+    """Logistic regression of the binary ``y`` (0/1) on the score and the covariates (statsmodels
+    Logit with an intercept). Table: odds ratio exp(coef) with its Wald (1 - alpha) CI, p-value,
+    coefficient and standard error per term, the score first; Firth's estimates where the data
+    separate (see the module docstring for ``firth``)."""
+    from glmil_auto.evaluation.clinical_models.firth import LOGISTIC_METHOD, firth_logistic, logistic_separation_terms
+
+    _check_firth(firth)
+    outcome, design, dropped = _prepare({"y": y}, score, covariates, score_name)
+    target = outcome["y"].to_numpy()
+    if not np.isin(target, (0.0, 1.0)).all():
+        raise ValueError("y must hold 0/1 values (or missing)")
+    n, events = len(target), int(target.sum())
+    terms = logistic_separation_terms(design, target) if firth == "auto" else []
+    reason = (f"separation: no finite maximum-likelihood estimate (terms of the separating direction: {terms})"
+              if terms else None)
+    ml_warnings: list[str] = []
+    if reason is None and firth != "always":
+        table, model, ml_warnings, reason = _maximum_likelihood(lambda: _logistic_table(target, design, alpha),
+                                                                "odds_ratio", firth)
+        if reason is None or firth == "never":
+            return MultivariableResult(table, n, events, dropped, model, warnings=ml_warnings)
+    fit = firth_logistic(design, target, alpha)
+    return MultivariableResult(_firth_table(list(design.columns), "odds_ratio", fit)[LOGISTIC_COLUMNS], n, events,
+                               dropped, None, FIRTH, LOGISTIC_METHOD,
+                               _separation(terms, reason or "requested (firth='always')", ml_warnings),
+                               fit.warnings, fit.converged)
+
+
+def _cox_table(data: pd.DataFrame, terms: list[str], alpha: float) -> tuple[pd.DataFrame, Any]:
     from lifelines import CoxPHFitter
 
-    outcome, design, dropped = _prepare({"time": time, "event": event}, score, covariates, score_name)
-    if not np.isin(outcome["event"].to_numpy(), (0.0, 1.0)).all():
-        raise ValueError("event must hold 0/1 values (or missing)")
-    if (outcome["time"] <= 0).any():
-        raise ValueError("time must be positive")
-    duration_col, event_col = "__time__", "__event__"
-    data = design.copy()
-    data[duration_col] = outcome["time"].to_numpy()
-    data[event_col] = outcome["event"].to_numpy()
     fitter = CoxPHFitter(alpha=alpha)
-    fitter.fit(data, duration_col=duration_col, event_col=event_col)
-    terms = list(design.columns)
+    fitter.fit(data, duration_col=_DURATION, event_col=_EVENT)
     summary = fitter.summary.loc[terms]
     intervals = fitter.confidence_intervals_.loc[terms]  # columns: lower, upper bound of coef
     table = pd.DataFrame({
@@ -157,7 +236,42 @@ def multivariable_cox(time: Any, event: Any, score: Any, covariates: pd.DataFram
         "coefficient": summary["coef"].to_numpy(),
         "se": summary["se(coef)"].to_numpy(),
     })
-    return MultivariableResult(table[COX_COLUMNS], len(data), int(data[event_col].sum()), dropped, fitter)
+    return table[COX_COLUMNS], fitter
+
+
+def multivariable_cox(time: Any, event: Any, score: Any, covariates: pd.DataFrame, score_name: str = "model score",
+                      alpha: float = 0.05, firth: str = "auto") -> MultivariableResult:
+    """Cox regression (lifelines CoxPHFitter, no penalty) of (``time`` > 0, ``event`` 0/1) on the
+    score and the covariates. Table: hazard ratio exp(coef) with its Wald (1 - alpha) CI, p-value,
+    coefficient and standard error per term, the score first; Firth's estimates where the
+    likelihood is monotone (see the module docstring for ``firth``)."""
+    from glmil_auto.evaluation.clinical_models.firth import COX_METHOD, firth_cox, monotone_likelihood_terms
+
+    _check_firth(firth)
+    outcome, design, dropped = _prepare({"time": time, "event": event}, score, covariates, score_name)
+    if not np.isin(outcome["event"].to_numpy(), (0.0, 1.0)).all():
+        raise ValueError("event must hold 0/1 values (or missing)")
+    if (outcome["time"] <= 0).any():
+        raise ValueError("time must be positive")
+    data = design.copy()
+    data[_DURATION] = outcome["time"].to_numpy()
+    data[_EVENT] = outcome["event"].to_numpy()
+    n, events = len(data), int(data[_EVENT].sum())
+    terms = (monotone_likelihood_terms(data[_DURATION].to_numpy(), data[_EVENT].to_numpy(), design)
+             if firth == "auto" else [])
+    reason = (f"monotone likelihood: no finite maximum-likelihood estimate (terms of the diverging direction: "
+              f"{terms})" if terms else None)
+    ml_warnings: list[str] = []
+    if reason is None and firth != "always":
+        table, model, ml_warnings, reason = _maximum_likelihood(lambda: _cox_table(data, list(design.columns), alpha),
+                                                                "hazard_ratio", firth)
+        if reason is None or firth == "never":
+            return MultivariableResult(table, n, events, dropped, model, warnings=ml_warnings)
+    fit = firth_cox(data[_DURATION].to_numpy(), data[_EVENT].to_numpy(), design, alpha)
+    return MultivariableResult(_firth_table(list(design.columns), "hazard_ratio", fit)[COX_COLUMNS], n, events,
+                               dropped, None, FIRTH, COX_METHOD,
+                               _separation(terms, reason or "requested (firth='always')", ml_warnings),
+                               fit.warnings, fit.converged)
 
 
 def forest_plot(table: pd.DataFrame, title: str, path: str | Path) -> Path:

@@ -12,10 +12,13 @@ script and no external resource. It holds, in order:
   ``n_bootstrap`` / ``seed``, and the date (``metrics["date"]``, else now);
 * the cohort table (``metrics["cohort_table"]``, a list of rows);
 * per endpoint (``metrics["endpoints"][name]``, ``"type"`` ``"binary"`` or ``"survival"``):
-  per cohort a metric table (rows = scores) and a comparison table (model vs each baseline),
-  then the figures of the ``"all"`` cohort (ROC, calibration, decision curve; or Kaplan-Meier of
-  the risk groups with log-rank test and hazard ratios) and its risk-group table;
-* per endpoint the multivariable model (``metrics["multivariable"][name]``): forest plot, table.
+  per cohort a metric table (rows = scores), for binary endpoints a calibration table (intercept,
+  slope, ICI, E50, E90, Emax, ECE; the model also before an update / recalibration) and a
+  comparison table (model vs each baseline), then the figures of the ``"all"`` cohort (ROC,
+  calibration, decision curve; or Kaplan-Meier of the risk groups with log-rank test and hazard
+  ratios) and its risk-group table;
+* per endpoint the multivariable model (``metrics["multivariable"][name]``): forest plot, table;
+  Firth-penalised estimates (``"method": "firth"``) are labelled as such, with why.
 
 Numbers are written with 3 decimals, p-values below 0.001 as "<0.001"; a missing piece (key
 absent or ``None``) is left out or reported as "not available". Every string from ``metrics`` is
@@ -233,23 +236,65 @@ def _binary_metric_table(entry: Mapping[str, Any]) -> dict[str, Any] | None:
     scores = _mapping(entry.get("scores"))
     if not scores:
         return None
-    headers = ["Score", "AUC [95% CI]", "AUPRC", "Brier", "Calibration intercept [95% CI]",
-               "Calibration slope [95% CI]"]
+    headers = ["Score", "AUC [95% CI]", "AUPRC", "Brier"]
     body = []
     for name, score in scores.items():
         score = _mapping(score)
         auc = _mapping(score.get("auc"))
-        calibration = _mapping(score.get("calibration"))
         body.append([
             str(name),
             format_ci(auc.get("auc"), auc.get("ci_low"), auc.get("ci_high")),
             format_number(score.get("auprc")),
             format_number(score.get("brier")),
+        ])
+    return _table(headers, body)
+
+
+#: The model's earlier probabilities (metrics.json key, row label), evaluated for calibration too.
+_CALIBRATION_VARIANTS = (("before_update", "before update"), ("uncalibrated", "uncalibrated"))
+_CALIBRATION_NOTE = (
+    "Calibration-in-the-large: 0 is ideal (< 0: risks too high); slope: 1 is ideal (< 1: risks too extreme); "
+    "Wald 95% CIs. ICI, E50, E90, Emax: mean, median, 90th percentile and maximum over the cases of "
+    "|predicted risk − smoothed observed risk| (LOESS, span 0.75; Austin & Steyerberg, Stat Med 2019), "
+    "0 is ideal, bootstrap percentile 95% CIs; on a small cohort the noise of the curve alone gives a few "
+    "percent. ECE (secondary): expected calibration error over 10 equal-mass bins; it depends on the binning.")
+
+
+def _calibration_row(label: str, numbers: Mapping[str, Any]) -> list[str]:
+    calibration = _mapping(numbers.get("calibration"))
+
+    def error(key: str) -> str:
+        value = _mapping(numbers.get(key))
+        return format_ci(value.get("estimate"), value.get("ci_low"), value.get("ci_high"))
+
+    return [label,
             format_ci(calibration.get("intercept"), calibration.get("intercept_ci_low"),
                       calibration.get("intercept_ci_high")),
             format_ci(calibration.get("slope"), calibration.get("slope_ci_low"), calibration.get("slope_ci_high")),
-        ])
-    return _table(headers, body)
+            error("ici"), error("e50"), error("e90"), error("emax"), error("ece")]
+
+
+def _binary_calibration_table(entry: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Calibration per score that is a probability, and of the model's probabilities before an
+    update and before recalibration (rows "<model> (before update)", "<model> (uncalibrated)")."""
+    scores = _mapping(entry.get("scores"))
+    model = _model_name(entry)
+    body = []
+    for name, score in scores.items():
+        score = _mapping(score)
+        if any(score.get(k) for k in ("calibration", "ici", "ece")):
+            body.append(_calibration_row(str(name), score))
+        if str(name) != model:
+            continue
+        for key, label in _CALIBRATION_VARIANTS:  # the nested numbers, else an older file's intercept and slope
+            numbers = _mapping(score.get(key)) or {"calibration": score.get(f"calibration_{key}")}
+            if any(numbers.get(k) for k in ("calibration", "ici", "ece")):
+                body.append(_calibration_row(f"{name} ({label})", numbers))
+    if not body:
+        return None
+    headers = ["Score", "Calibration-in-the-large [95% CI]", "Calibration slope [95% CI]", "ICI [95% CI]",
+               "E50 [95% CI]", "E90 [95% CI]", "Emax", "ECE (secondary)"]
+    return _table(headers, body, note=_CALIBRATION_NOTE)
 
 
 def _survival_metric_table(entry: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -334,13 +379,19 @@ def _survival_risk_groups(entry: Mapping[str, Any]) -> dict[str, Any] | None:
     return _table(["Risk group", "n", "Events", "Hazard ratio [95% CI]", "p-value"], body, note=note)
 
 
+_CALIBRATION_CAPTION = ("Calibration of the model (after, solid; before an update or recalibration, dashed / "
+                        "dotted): LOESS curve with its 95% bootstrap band, observed proportion in risk groups "
+                        "(quantiles of the predictions, about 10 events each) with Wilson 95% CIs, histogram of "
+                        "the predictions; baselines: see the calibration table")
+
+
 def _binary_figures(name: str, entry: Mapping[str, Any]) -> list[dict[str, Any]]:
     scores = _mapping(entry.get("scores"))
     return [
         _figure("ROC curves", lambda: report_plots.roc_figure(scores, f"{name}: ROC"),
                 "no ROC curve in the metrics"),
-        _figure("Calibration", lambda: report_plots.calibration_figure(
-            _mapping(entry.get("calibration_curve")), f"{name}: calibration"),
+        _figure(_CALIBRATION_CAPTION, lambda: report_plots.calibration_figure(
+            _mapping(entry.get("calibration_curve")), f"{name}: calibration", model=_model_name(entry)),
             "no calibration curve in the metrics"),
         _figure("Decision curve", lambda: report_plots.decision_curve_figure(
             _mapping(entry.get("decision_curve")), f"{name}: decision curve"),
@@ -392,13 +443,14 @@ def _endpoint_view(index: int, name: str, entry: Any, shap_summary: Any = None) 
         cohort_entry = cohorts[cohort]
         if not isinstance(cohort_entry, Mapping):
             view["cohorts"].append({"name": str(cohort), "n": MISSING, "events": MISSING,
-                                    "metrics": None, "comparison": None})
+                                    "metrics": None, "comparison": None, "calibration": None})
             continue
         view["cohorts"].append({
             "name": str(cohort),
             "n": format_count(cohort_entry.get("n")),
             "events": format_count(cohort_entry.get("events")),
             "metrics": _binary_metric_table(cohort_entry) if binary else _survival_metric_table(cohort_entry),
+            "calibration": _binary_calibration_table(cohort_entry) if binary else None,
             "comparison": (_comparison_table(cohort_entry, "AUC", "auc_a", "auc_b") if binary
                            else _comparison_table(cohort_entry, "C-index", "c_a", "c_b")),
         })
@@ -417,9 +469,10 @@ def _multivariable_view(index: int, name: str, model: Any, endpoint_type: str | 
     rows = [row for row in _rows(model.get("rows")) if isinstance(row, Mapping)]
     ratio_name = str(model.get("ratio_name") or ("hazard_ratio" if endpoint_type == "survival" else "odds_ratio"))
     label = {"odds_ratio": "Odds ratio", "hazard_ratio": "Hazard ratio"}.get(ratio_name, ratio_name)
+    firth = model.get("method") == "firth"
     table = None
     if rows:
-        table = _table(["Term", f"{label} [95% CI]", "p-value"], [
+        table = _table(["Term", f"{label} (Firth) [95% profile CI]" if firth else f"{label} [95% CI]", "p-value"], [
             [str(row.get("term", MISSING)), format_ci(row.get(ratio_name), row.get("ci_low"), row.get("ci_high")),
              format_p_value(row.get("p_value"))] for row in rows])
     counts = [f"{what} = {format_count(model.get(key))}" for what, key in
@@ -436,8 +489,17 @@ def _multivariable_view(index: int, name: str, model: Any, endpoint_type: str | 
         "counts": ", ".join(counts),
         "table": table,
         "note": None if note is None else str(note),
+        "method": _firth_note(model) if firth else None,
         "figure": figure,
     }
+
+
+def _firth_note(model: Mapping[str, Any]) -> str:
+    """Why the table holds Firth's penalised estimates instead of maximum likelihood's."""
+    reason = _mapping(model.get("separation")).get("reason")
+    return ("Firth-penalised estimates, not maximum likelihood"
+            + (f" ({reason})" if reason else "") + ": " + str(model.get("estimation") or "Firth penalised likelihood")
+            + ". Maximum likelihood has no finite estimate here: its odds or hazard ratios would run to infinity.")
 
 
 def _command_text(command: Any) -> str | None:
@@ -617,6 +679,10 @@ _TEMPLATE = r"""<!DOCTYPE html>
 {%- else %}
 <p class="na">Metrics not available.</p>
 {%- endif %}
+{%- if c.calibration %}
+<h4>Calibration</h4>
+{{ data_table(c.calibration) }}
+{%- endif %}
 {%- if c.comparison %}
 <h4>Model vs baselines</h4>
 {{ data_table(c.comparison) }}
@@ -644,6 +710,9 @@ _TEMPLATE = r"""<!DOCTYPE html>
 <h2 id="multivariable">Multivariable analysis</h2>
 {%- for m in multivariable %}
 <h3 id="{{ m.anchor }}">{{ m.name }}{% if m.counts %} <span class="kind">{{ m.counts }}</span>{% endif %}</h3>
+{%- if m.method %}
+<p class="note">{{ m.method }}</p>
+{%- endif %}
 {%- if m.note %}
 <p class="na">{{ m.note }}</p>
 {%- endif %}

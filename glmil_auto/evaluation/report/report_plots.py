@@ -6,7 +6,8 @@ and returns the PNG bytes, or ``None`` when there is nothing to draw, so that th
 "not available" instead of showing an empty panel:
 
     roc_figure(scores, title)                                    ROC curves with AUC [CI] legend
-    calibration_figure(curves, title)                            observed vs predicted per bin
+    calibration_figure(curves, title, model)                     smoothed curve + band, risk groups,
+                                                                 histogram of the predictions
     decision_curve_figure(dca, title)                            net benefit vs threshold
     kaplan_meier_figure(km, title, logrank_p, hazard_ratios)     KM curves + number-at-risk table
     forest_figure(table_rows, title, ratio_name)                 odds / hazard ratios on a log axis
@@ -178,39 +179,183 @@ def roc_figure(scores: Mapping[str, Any] | None, title: str) -> bytes | None:
     return _png(figure)
 
 
-def calibration_figure(curves: Mapping[str, Any] | None, title: str) -> bytes | None:
-    """Observed event rate against mean predicted probability, one line per score.
+#: The model (after any update): PALETTE[0] as in every figure, solid, filled circles.
+_CALIBRATION_MAIN = ("#1f77b4", "-", "o")
+#: Earlier stages of the model's probabilities, in legend order: colour, line style, open marker.
+_CALIBRATION_VARIANTS = {"before update": ("#d62728", "--", "o"), "uncalibrated": ("#7f7f7f", ":", "s")}
+_CALIBRATION_OTHER = ("#9467bd", "-.", "^")
 
-    ``curves[name]`` is a list of bins ``{"mean_predicted", "observed", "ci_low", "ci_high",
-    "n"}``; each bin is a point with its CI as error bar, the points of a score are joined by a
-    line, the ideal diagonal is dashed, both axes span [0, 1]. Returns ``None`` without any bin.
-    """
-    drawn = []
-    for index, (name, rows) in enumerate((curves or {}).items()):
-        points = []
-        for row in rows or []:
-            x, y = as_number((row or {}).get("mean_predicted")), as_number((row or {}).get("observed"))
-            if math.isfinite(x) and math.isfinite(y):
-                low, high = as_number(row.get("ci_low")), as_number(row.get("ci_high"))
-                points.append((x, y, low if math.isfinite(low) else y, high if math.isfinite(high) else y))
-        if points:
-            points.sort()
-            drawn.append((str(name), np.asarray(points), _color(index)))
-    if not drawn:
+
+def _calibration_curve(raw: Any) -> dict[str, Any] | None:
+    """Arrays of one score's calibration data: ``curve`` (grid, observed, low, high), ``groups``
+    (mean predicted, observed, low, high), ``predictions``, ``outcomes``, ``ici``. A plain list is
+    the groups alone (metrics.json before the smoothed curve). None when nothing is drawable."""
+    data = {"groups": raw} if isinstance(raw, Sequence) and not isinstance(raw, (str, bytes)) else raw
+    if not isinstance(data, Mapping):
         return None
-    figure = _new_figure(5.8, 5.2)
-    axes = figure.add_subplot(1, 1, 1)
-    axes.plot([0, 1], [0, 1], linestyle="--", color="#999999", linewidth=1, label="Ideal")
-    for name, points, color in drawn:
-        x, y, low, high = points.T
-        error = np.vstack([np.clip(y - low, 0, None), np.clip(high - y, 0, None)])
-        axes.errorbar(x, y, yerr=error, color=color, marker="o", markersize=5, linewidth=1.6,
-                      elinewidth=1, capsize=3, alpha=0.9, label=name)
-    axes.set_xlim(0, 1)
-    axes.set_ylim(0, 1)
-    axes.set_aspect("equal")
-    _style(axes, title, "Mean predicted probability", "Observed event rate (95% CI)")
-    axes.legend(loc="upper left", fontsize=_LEGEND_SIZE, framealpha=0.9)
+    smoothed = data.get("smoothed") if isinstance(data.get("smoothed"), Mapping) else {}
+    curve = np.vstack([_array(smoothed.get(k)) for k in ("predicted", "observed")]) \
+        if _array(smoothed.get("predicted")).size == _array(smoothed.get("observed")).size else np.empty((2, 0))
+    keep = np.isfinite(curve).all(axis=0)
+    band = [_array(smoothed.get(k)) for k in ("ci_low", "ci_high")]
+    band = [b[keep] if b.size == keep.size else np.full(int(keep.sum()), np.nan) for b in band]
+    groups = []
+    for row in data.get("groups") or []:
+        row = row if isinstance(row, Mapping) else {}
+        x, y = as_number(row.get("mean_predicted")), as_number(row.get("observed"))
+        if math.isfinite(x) and math.isfinite(y):
+            low, high = as_number(row.get("ci_low")), as_number(row.get("ci_high"))
+            groups.append((x, y, low if math.isfinite(low) else y, high if math.isfinite(high) else y))
+    if keep.sum() < 2 and not groups:
+        return None
+    predictions, outcomes = _array(data.get("predictions")), _array(data.get("outcomes"))
+    if predictions.size != outcomes.size:
+        outcomes = np.full(predictions.size, np.nan)
+    return {"curve": np.vstack([curve[:, keep], *band]) if keep.sum() >= 2 else np.empty((4, 0)),
+            "groups": np.asarray(sorted(groups)).reshape(-1, 4), "predictions": predictions,
+            "outcomes": outcomes, "ici": as_number(data.get("ici"))}
+
+
+def _calibration_stage(name: str, main: str) -> str | None:
+    """"before update" of "model (before update)" when ``main`` is "model"; None otherwise."""
+    return name[len(main) + 2:-1] if name.startswith(f"{main} (") and name.endswith(")") else None
+
+
+def _calibration_series(curves: Mapping[str, Any], main: str) -> list[tuple[str, dict[str, Any], tuple[str, ...]]]:
+    """(name, data, style) of the main score, then of its earlier stages ``"<main> (...)"`` in the
+    order of :data:`_CALIBRATION_VARIANTS`; scores without drawable data are left out."""
+    series = []
+    for key, raw in curves.items():
+        name = str(key)
+        stage = _calibration_stage(name, main)
+        data = _calibration_curve(raw) if name == main or stage is not None else None
+        if data is not None:
+            style = _CALIBRATION_MAIN if name == main else _CALIBRATION_VARIANTS.get(stage, _CALIBRATION_OTHER)
+            series.append((name, data, style))
+    order = [None, *_CALIBRATION_VARIANTS]
+    rank = {name: order.index(_calibration_stage(name, main)) if _calibration_stage(name, main) in order
+            else len(order) for name, _, _ in series}
+    return sorted(series, key=lambda item: rank[item[0]])
+
+
+def _calibration_limit(drawn: Sequence[tuple[str, dict[str, Any], tuple[str, ...]]]) -> float:
+    """Both axes run from 0 to the largest prediction, smoothed risk or group proportion (CIs
+    may run off), rounded up to 0.1 with a margin: a model predicting at most 30 % is not
+    squeezed into a corner, and the diagonal stays the diagonal."""
+    values = [np.r_[d["curve"][0], d["curve"][1], d["groups"][:, 0], d["groups"][:, 1],
+                    d["predictions"][np.isfinite(d["predictions"])]] for _, d, _ in drawn]
+    top = float(np.max(np.concatenate(values))) if values else 1.0
+    return min(1.0, math.ceil((top + 0.04) * 10) / 10)
+
+
+def _calibration_label(name: str, data: dict[str, Any], what: str) -> str:
+    label = f"{name}: {what}"
+    return label + (f", ICI {_fmt(data['ici'], 3)}" if math.isfinite(data["ici"]) else "")
+
+
+def _legend_rank(label: str, names: Sequence[str]) -> tuple[int, int]:
+    """Legend order: the diagonal, then per score (model first) its curve, band and groups."""
+    owner = max((i for i, name in enumerate(names) if label.startswith(f"{name}: ")), default=-1,
+                key=lambda i: len(names[i]))
+    kind = 0 if "LOESS" in label else 1 if "CI of the curve" in label else 2
+    return owner + 1, kind
+
+
+def _draw_calibration(axes: Any, name: str, data: dict[str, Any], style: tuple[str, ...], main: bool) -> None:
+    """One score's smoothed curve (with its band for the main score) and its risk groups (with
+    Wilson CIs for the main score; open markers for an earlier stage)."""
+    color, line, marker = style
+    grid, observed, low, high = data["curve"]
+    if grid.size:
+        inside = np.isfinite(low) & np.isfinite(high)
+        if main and inside.sum() >= 2:
+            axes.fill_between(grid, np.where(inside, low, 0), np.where(inside, high, 0), where=inside, color=color,
+                              alpha=0.16, linewidth=0, label=f"{name}: 95% CI of the curve (bootstrap)")
+        axes.plot(grid, observed, color=color, linestyle=line, linewidth=2.4 if main else 1.8,
+                  label=_calibration_label(name, data, "LOESS curve"))
+    groups = data["groups"]
+    if groups.size:
+        x, y, g_low, g_high = groups.T
+        label = f"{name}: observed in {len(x)} risk groups" + (" (95% CI)" if main else "")
+        if main:
+            error = np.vstack([np.clip(y - g_low, 0, None), np.clip(g_high - y, 0, None)])
+            axes.errorbar(x, y, yerr=error, linestyle="none", marker=marker, markersize=7, color=color,
+                          markeredgecolor="white", elinewidth=1.4, capsize=4, label=label, zorder=4)
+        else:
+            axes.plot(x, y, linestyle="none", marker=marker, markersize=7, markerfacecolor="white",
+                      markeredgecolor=color, markeredgewidth=1.6, label=label, zorder=4)
+        if not grid.size:  # groups only (an old metrics.json): join them, as the curve would
+            axes.plot(x, y, color=color, linestyle=line, linewidth=1.2, alpha=0.7)
+
+
+def _draw_prediction_histogram(axes: Any, data: dict[str, Any], color: str, limit: float) -> None:
+    """The main score's predictions: events as bars upwards, non-events downwards."""
+    p, y = data["predictions"], data["outcomes"]
+    keep = np.isfinite(p)
+    bins = np.linspace(0.0, limit, 41)
+    events = np.histogram(p[keep & (y == 1)], bins)[0]
+    others = np.histogram(p[keep & (y != 1)], bins)[0]
+    width = bins[1] - bins[0]
+    axes.bar(bins[:-1], events, width=width, align="edge", color=color, alpha=0.85, linewidth=0)
+    axes.bar(bins[:-1], -others, width=width, align="edge", color="#9a9a9a", alpha=0.85, linewidth=0)
+    axes.axhline(0, color="#555555", linewidth=0.8)
+    top = max(int(events.max(initial=0)), int(others.max(initial=0)), 1)
+    axes.set_ylim(-top * 1.15, top * 1.15)
+    axes.yaxis.set_major_locator(FixedLocator([-top, 0, top]))
+    axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{abs(value):g}"))
+    axes.text(0.99, 0.93, f"events ({int((keep & (y == 1)).sum())})", transform=axes.transAxes, va="top",
+              ha="right", fontsize=_LEGEND_SIZE - 1, color=color)
+    axes.text(0.99, 0.07, f"non-events ({int((keep & (y != 1)).sum())})", transform=axes.transAxes,
+              va="bottom", ha="right", fontsize=_LEGEND_SIZE - 1, color="#555555")
+    axes.tick_params(labelsize=_TICK_SIZE - 1)
+    axes.set_xlabel("Predicted probability", fontsize=_LABEL_SIZE)
+    axes.set_ylabel("Cases", fontsize=_LABEL_SIZE - 1)
+
+
+def calibration_figure(curves: Mapping[str, Any] | None, title: str, model: str | None = None) -> bytes | None:
+    """Calibration plot of the model: observed against predicted risk.
+
+    ``curves[name]`` is :func:`glmil_auto.evaluation.metrics.calibration.calibration_curve_data`'s
+    dict (``smoothed`` curve with its ``ci_low`` / ``ci_high`` band, ``groups`` with Wilson CIs,
+    ``predictions`` and ``outcomes``, ``ici``); a plain list of groups (an older metrics.json) is
+    drawn as points. Drawn are the score ``model`` (default: the first), solid with its band and
+    its risk groups' CIs, and its earlier stages ``"<model> (before update)"`` (dashed) and
+    ``"<model> (uncalibrated)"`` (dotted) with open markers; baselines are left to the report's
+    calibration table (their curves would cross the model's on a small cohort). Under the plot a
+    histogram of the model's predictions (events up, non-events down); the dashed grey diagonal is
+    ideal; both axes run from 0 to just above the largest value. Returns ``None`` when the model
+    has neither a curve nor a group.
+    """
+    curves = curves if isinstance(curves, Mapping) else {}
+    names = [str(n) for n in curves]
+    main = model if model in names else (names[0] if names else None)
+    drawn = _calibration_series(curves, main) if main is not None else []
+    if not drawn or drawn[0][0] != main:
+        return None
+    main_data = drawn[0][1]
+    limit = _calibration_limit(drawn)
+    with_histogram = main_data["predictions"].size > 0
+    figure = _new_figure(6.2, 7.4 if with_histogram else 6.0)
+    grid = figure.add_gridspec(2 if with_histogram else 1, 1, height_ratios=[5, 1.3] if with_histogram else [1],
+                               hspace=0.08)
+    axes = figure.add_subplot(grid[0])
+    axes.plot([0, limit], [0, limit], linestyle="--", color="#9a9a9a", linewidth=1.2,
+              label="Ideal (observed = predicted)")
+    for name, data, style in drawn:
+        _draw_calibration(axes, name, data, style, main=name == main)
+    margin = 0.02 * limit  # a group observed at 0 % shows its whole marker
+    axes.set_xlim(-margin, limit)
+    axes.set_ylim(-margin, limit)
+    _style(axes, title, "" if with_histogram else "Predicted probability", "Observed proportion")
+    if with_histogram:
+        histogram = figure.add_subplot(grid[1], sharex=axes)
+        axes.tick_params(labelbottom=False)
+        _draw_prediction_histogram(histogram, main_data, _CALIBRATION_MAIN[0], limit)
+        histogram.grid(True, axis="x", color="#e5e5e5", linewidth=0.8)
+    handles, labels = axes.get_legend_handles_labels()
+    order = sorted(range(len(labels)), key=lambda i: _legend_rank(labels[i], [d[0] for d in drawn]))
+    figure.legend([handles[i] for i in order], [labels[i] for i in order], loc="upper center",
+                  bbox_to_anchor=(0.5, 0.02), fontsize=_LEGEND_SIZE, framealpha=0.9, ncol=1)
     return _png(figure)
 
 
