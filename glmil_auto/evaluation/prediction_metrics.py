@@ -155,8 +155,9 @@ def predicted_endpoints(predictions: pd.DataFrame, spec: DatasetSpec) -> list[st
 def model_output_columns(columns: Sequence[str], spec: DatasetSpec, endpoints: Sequence[str]) -> dict[str, bool]:
     """``column -> is a probability`` for the model's outputs among ``columns`` that the evaluation
     reads: per binary endpoint ``<e>``, ``<e>_uncalibrated``, ``<e>_before_update`` (an updated
-    model folder's) and ``<e>_starting_point`` (probabilities); per survival endpoint ``<e>_risk`` and ``<e>_starting_point_risk`` (risk
-    scores) and ``<e>_surv_<t>`` (probabilities). ``<e>_risk_group`` is a label, not checked here."""
+    model folder's) and ``<e>_starting_point`` (probabilities); per survival endpoint ``<e>_risk``
+    and ``<e>_starting_point_risk`` (risk scores) and ``<e>_surv_<t>`` (probabilities).
+    ``<e>_risk_group`` is a label, not checked here."""
     out: dict[str, bool] = {}
     for name in endpoints:
         if spec.endpoints[name].type == "binary":
