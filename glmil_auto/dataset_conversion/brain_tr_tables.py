@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -191,19 +191,27 @@ class _Notes:
         return value
 
 
+def _course_rows(table: pd.DataFrame, course_column: str, notes: "_Notes"
+                 ) -> Iterator[tuple[int, str, int, pd.Series]]:
+    """``(sheet row, patient, course number, row)`` of every row with a patient and a course
+    number; the others are warnings (left out)."""
+    for index, record in table.iterrows():
+        line, patient = int(index) + 2, str(record[PATIENT]).strip()
+        course = course_number(record[course_column])
+        if not patient or course is None:
+            notes.add(patient, line, f"no patient or no course number ({PATIENT!r} {patient!r}, "
+                                     f"{course_column!r} {record[course_column]!r}): row left out")
+            continue
+        yield line, patient, course, record
+
+
 def lesion_rows(table: pd.DataFrame, path: Path, horizon: float | None, mri_types: dict[str, str] | None = None
                 ) -> tuple[list[LesionRow], list[DicomProblem]]:
     """Every ``lesion_level`` row with a patient and a course; the others are warnings."""
     notes = _Notes(path, LESION_SHEET)
     hint = f" (known values: documentation/dicom_conversion.md; add --mri-type VALUE={RECURRED}|{NOT_RECURRED})"
     rows = []
-    for index, record in table.iterrows():
-        line, patient = int(index) + 2, str(record[PATIENT]).strip()
-        course = course_number(record[LESION_COURSE])
-        if not patient or course is None:
-            notes.add(patient, line, f"no patient or no course number ({PATIENT!r} {patient!r}, "
-                                     f"{LESION_COURSE!r} {record[LESION_COURSE]!r}): row left out")
-            continue
+    for line, patient, course, record in _course_rows(table, LESION_COURSE, notes):
         recurred = notes.parsed(patient, line, MRI_TYPE, record[MRI_TYPE], lambda c: recurrence_of(c, mri_types), hint)
         months = notes.parsed(patient, line, DURATION, record[DURATION], to_number)
         if np.isfinite(months) and months < 0:
@@ -221,13 +229,7 @@ def course_rows(table: pd.DataFrame, path: Path) -> tuple[dict[tuple[str, int], 
     are warnings (the first row is kept)."""
     notes = _Notes(path, COURSE_SHEET)
     rows: dict[tuple[str, int], CourseRow] = {}
-    for index, record in table.iterrows():
-        line, patient = int(index) + 2, str(record[PATIENT]).strip()
-        course = course_number(record[COURSE_NUMBER])
-        if not patient or course is None:
-            notes.add(patient, line, f"no patient or no course number ({PATIENT!r} {patient!r}, "
-                                     f"{COURSE_NUMBER!r} {record[COURSE_NUMBER]!r}): row left out")
-            continue
+    for line, patient, course, record in _course_rows(table, COURSE_NUMBER, notes):
         if (patient, course) in rows:
             notes.add(patient, line, f"course {course} repeats row {rows[patient, course].sheet_row}: row left out")
             continue

@@ -21,10 +21,9 @@ import numpy as np
 import pandas as pd
 
 from glmil_auto.dataset.problems import DatasetError, Problem, error, note, warning
-from glmil_auto.dataset_conversion.source_files import parse_column, read_table, require_columns, to_binary, to_number
+from glmil_auto.dataset_conversion.source_files import parse_column, require_columns, to_binary, to_number
 from glmil_auto.dataset_conversion.ucsf_brats_sources import (
-    ColumnSpec, TableSearch, choose_sheet, columns_note, find_table, match_column, parsed_columns,
-    resolve_columns, rows_by_id)
+    ColumnSpec, TableSearch, columns_note, find_table, match_column, parsed_columns, read_keyed_table, rows_by_id)
 
 CLINICAL_NAME = "Pretreat-MetsToBrain-Masks_clin_20230918.xlsx"
 CLINICAL_SHEET = "Data"
@@ -102,10 +101,8 @@ def read_clinical(source: Path, clinical: Path | None, sheet: str | None, column
                                      "source folder and in its parent): no clinical columns, no endpoint; pass "
                                      "--clinical PATH if there is one")]
     id_column = columns.get("id", ID_COLUMN)
-    chosen, problems = choose_sheet(path, CLINICAL_SHEET, id_column, sheet)
-    table = read_table(path, chosen)
-    require_columns(table, [id_column], path)
-    resolved, found = resolve_columns(table, FEATURES, columns, path)
+    table, chosen, resolved, problems, found = read_keyed_table(path, CLINICAL_SHEET, id_column, sheet, FEATURES,
+                                                                columns)
     resolved = {"id": id_column, **resolved}
     if survival:
         os_columns, lost = survival_columns(table, columns, path, unit)

@@ -44,10 +44,10 @@ from glmil_auto.dataset_conversion.brats_mets import LESION_LABELS as BRATS_LESI
 from glmil_auto.dataset_conversion.case_conversion import SourceCase, convert_cases
 from glmil_auto.dataset_conversion.raw_writer import RawDatasetWriter
 from glmil_auto.dataset_conversion.resample_to_reference import resample_mask, same_grid
-from glmil_auto.dataset_conversion.source_files import read_table, read_volume, require_columns, to_binary, to_number
+from glmil_auto.dataset_conversion.source_files import read_volume, to_binary, to_number
 from glmil_auto.dataset_conversion.ucsf_brats_sources import (
-    ColumnSpec, TableSearch, choose_sheet, columns_note, find_folders, find_table, parsed_columns,
-    resolve_columns, rows_by_id, unique_by_name)
+    ColumnSpec, TableSearch, columns_note, find_folders, find_table, parsed_columns, read_keyed_table, rows_by_id,
+    unique_by_name)
 
 DATASET_ID, DATASET_NAME = 101, "UCSFBMSR"
 # (channel name in dataset.json, file suffix); the first is the reference grid
@@ -151,10 +151,7 @@ def subject_table(source: Path, table: Path | None, sheet: str | None, columns: 
         return None, None, {}, [warning(f"no subject table found (looked for {TABLE_NAME} in the source folder, its "
                                         "sub-folders and its parent): no clinical variables; pass --table PATH")]
     id_column = columns.get("id", ID_COLUMN)
-    chosen, problems = choose_sheet(path, TABLE_SHEET, id_column, sheet)
-    frame = read_table(path, chosen)
-    require_columns(frame, [id_column], path)
-    resolved, found = resolve_columns(frame, COLUMNS, columns, path)
+    frame, chosen, resolved, problems, found = read_keyed_table(path, TABLE_SHEET, id_column, sheet, COLUMNS, columns)
     where = f" (sheet {chosen!r})" if chosen is not None else ""
     notes = [note(f"subject table{where}: {len(frame)} rows", file=str(path)),
              columns_note(frame, {"id": id_column, **resolved}, path)]

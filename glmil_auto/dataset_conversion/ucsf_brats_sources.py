@@ -22,7 +22,7 @@ from typing import Callable
 import pandas as pd
 
 from glmil_auto.dataset.problems import DatasetError, Problem, error, note, warning
-from glmil_auto.dataset_conversion.source_files import parse_column, require_columns
+from glmil_auto.dataset_conversion.source_files import parse_column, read_table, require_columns
 
 MAX_DEPTH = 3  # case folders and tables are searched this many folder levels below -i
 SKIPPED_FOLDERS = ("__MACOSX",)  # archive debris (its "._" files would look like cases)
@@ -184,6 +184,19 @@ def resolve_columns(table: pd.DataFrame, specs: list[ColumnSpec], overrides: dic
                                     f"it with --column {spec.key}=NAME; the table's columns are {list(table.columns)}",
                                     file=str(path)))
     return resolved, problems
+
+
+def read_keyed_table(path: Path, preferred_sheet: str, id_column: str, sheet: str | None,
+                     specs: list[ColumnSpec], overrides: dict[str, str]
+                     ) -> tuple[pd.DataFrame, str | None, dict[str, str], list[Problem], list[Problem]]:
+    """The table of ``path`` (sheet by :func:`choose_sheet`), checked for ``id_column``, with
+    ``key -> source column`` of the ``specs`` found (:func:`resolve_columns`), the sheet choice's
+    problems and the absent columns' warnings."""
+    chosen, problems = choose_sheet(path, preferred_sheet, id_column, sheet)
+    table = read_table(path, chosen)
+    require_columns(table, [id_column], path)
+    resolved, found = resolve_columns(table, specs, overrides, path)
+    return table, chosen, resolved, problems, found
 
 
 def columns_note(table: pd.DataFrame, resolved: dict[str, str], path: Path) -> Problem:

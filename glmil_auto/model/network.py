@@ -157,11 +157,11 @@ class GLMILMoE(nn.Module):
                            "network's starting point reads them (re-run glmil_preprocess)")
         return batch["case_features"].float()
 
-    def lesion_logits(self, batch: dict[str, torch.Tensor], instance_embeddings: torch.Tensor | None
-                      ) -> torch.Tensor | None:
+    def lesion_logits(self, batch: dict[str, torch.Tensor], instance_embeddings: torch.Tensor | None,
+                      design: torch.Tensor | None = None) -> torch.Tensor | None:
         """(B, A, N) lesion logits of the any_lesion endpoints: the starting point's lesion model plus,
         with the lesion branch, a zero-initialised head on each lesion's CNN embedding; None without
-        such endpoints."""
+        such endpoints. ``design``: :meth:`offset_design` of the batch when the caller has it."""
         if not self.lesion_endpoints:
             return None
         mask = batch["instance_mask"].bool()
@@ -172,14 +172,14 @@ class GLMILMoE(nn.Module):
             features = batch["instance_features"]
         else:
             features = batch["clinical_values"].new_zeros((*mask.shape, 0), dtype=torch.float32)
-        logits = self.offset.lesion_logits(features, self.offset_design(batch))
+        logits = self.offset.lesion_logits(features, self.offset_design(batch) if design is None else design)
         if self.instance_heads is not None and instance_embeddings is not None:
             corrections = torch.stack([head(instance_embeddings.unsqueeze(2))[0]["lesion"]
                                        for head in self.instance_heads], dim=1)  # (B, A, N)
             logits = logits + corrections.float()
         return logits
 
-    def branch_summaries(self, batch: dict[str, torch.Tensor]
+    def branch_summaries(self, batch: dict[str, torch.Tensor], design: torch.Tensor | None = None
                          ) -> tuple[torch.Tensor | None, torch.Tensor | None, dict[str, torch.Tensor], torch.Tensor | None]:
         """The image evidence entering the fusion: the global branch's embedding (B, D), the
         lesion branch's per-endpoint pooled embedding (B, K, D) (None where a branch is absent),
@@ -193,7 +193,7 @@ class GLMILMoE(nn.Module):
             pooled, weights = self.mil_pooling(instances, mask)  # (B, K, D), (B, K, N)
             local_summary = pooled.float()
             attention = {e["name"]: weights[:, i] for i, e in enumerate(self.endpoints)}
-        return global_summary, local_summary, attention, self.lesion_logits(batch, instances)
+        return global_summary, local_summary, attention, self.lesion_logits(batch, instances, design)
 
     def lesion_survival(self, batch: dict[str, torch.Tensor], lesion_logits: torch.Tensor | None) -> torch.Tensor:
         """(B, K): per endpoint sum over the case's lesions of log(1 - p_lesion); 0 for case-level
@@ -281,11 +281,12 @@ class GLMILMoE(nn.Module):
         # the clinical encoder runs first, as it always has: its dropout draws come first in the
         # random stream, so seeded trainings are the same as before the fusion got its own method
         clinical = self.clinical_encoder(batch["clinical_values"], batch["clinical_categories"])
-        global_summary, local_summary, attention, lesion_logits = self.branch_summaries(batch)
+        design = self.offset_design(batch)  # once: the lesion model and the fusion both read it
+        global_summary, local_summary, attention, lesion_logits = self.branch_summaries(batch, design)
         survival = self.lesion_survival(batch, lesion_logits) if lesion_logits is not None else None
         logits, log_risks, gates, aux, fused = self.fuse(
             global_summary, local_summary, batch["clinical_values"], batch["clinical_categories"],
-            self.volumetric_inputs(batch), clinical=clinical, case_features=self.case_features(batch),
+            design[:, -self.n_volumetric:], clinical=clinical, case_features=self.case_features(batch),
             lesion_survival=survival)
         gate_weights = {} if gates is None else {e["name"]: gates[:, i] for i, e in enumerate(self.endpoints)}
         instance_logits = ({} if lesion_logits is None else
